@@ -117,6 +117,13 @@ class Layer:
     def backward(self, top: Sequence[Blob], propagate_down: Sequence[bool], bottom: Sequence[Blob]) -> None:
         """Default: no gradient (data layers, Silence-like sinks override as needed)."""
 
+    def state(self):
+        """Position of this layer's input stream (data cursor, RNG), for exact resumption; None if stateless."""
+        return None
+
+    def set_state(self, state) -> None:
+        """Restore what :meth:`state` returned."""
+
     def allow_force_backward(self, bottom_index: int) -> bool:
         return True
 

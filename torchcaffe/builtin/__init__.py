@@ -1,0 +1,3 @@
+"""The built-in layer types.  Importing this package registers every one of them."""
+from . import data  # noqa: F401
+from .. import python_layer  # noqa: F401

@@ -1,0 +1,1 @@
+"""Data layer (LMDB of Caffe Datum records) -- being written."""
