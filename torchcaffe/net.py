@@ -561,8 +561,12 @@ class Net:
             arr = proto_to_array(bp).reshape(blob.shape)
             blob.data_t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
-    def copy_from(self, weights: Union[str, "caffe_pb2.NetParameter"]) -> None:
-        """Copy trained weights by layer name (Caffe's CopyTrainedLayersFrom; .caffemodel or HDF5)."""
+    def copy_from(self, weights: Union[str, "caffe_pb2.NetParameter"]) -> List[str]:
+        """Copy trained weights by layer name (Caffe's CopyTrainedLayersFrom; .caffemodel or HDF5).
+
+        Layers of the source that this net lacks are ignored, as in Caffe; returns the names of the layers
+        whose weights were copied.
+        """
         from .protoio import read_net_weights
 
         if isinstance(weights, caffe_pb2.NetParameter):
@@ -570,10 +574,13 @@ class Net:
         else:
             source = str(weights)
             src = read_net_weights(source)
+        copied = []
         for lp in src.layer:
             if lp.name not in self.layer_dict or not len(lp.blobs):
                 continue
             self._copy_layer_blobs(lp.name, self.layer_dict[lp.name], lp.blobs, source)
+            copied.append(lp.name)
+        return copied
 
     def share_with(self, other: "Net") -> None:
         """Use ``other``'s parameter blobs for the layers of the same name (Caffe's ShareTrainedLayersWith)."""

@@ -1,0 +1,33 @@
+"""Shared test fixtures: where the reference material lives, and the tolerance used against BVLC Caffe."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+GOLDEN = SHARED / "caffe_golden"
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    """BVLC Caffe's golden outputs (../shared/caffe_golden, present in CI)."""
+    if not GOLDEN.is_dir():
+        pytest.fail(f"the reference folder {GOLDEN} is missing: tests compare against it")
+    return GOLDEN
+
+
+def assert_close(actual, expected, rtol=1e-4, name=""):
+    """Relative comparison in Caffe's float32 sense: |a - e| <= rtol * (|e| + 1e-2 * max|e|) + tiny."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape or a.size == e.size, f"{name}: shape {a.shape} != {e.shape}"
+    a = a.reshape(e.shape)
+    scale = np.abs(e).max() if e.size else 0.0
+    tol = rtol * (np.abs(e) + 1e-2 * scale) + 1e-7
+    bad = np.abs(a - e) > tol
+    assert not bad.any(), (f"{name}: {bad.sum()} of {e.size} values differ; max abs err "
+                           f"{np.abs(a - e).max():.3g}, max |expected| {scale:.3g}")

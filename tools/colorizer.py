@@ -1,0 +1,117 @@
+"""Colorize images with a colorization deploy net (ours or the released ``colorization_deploy_v2``).
+
+The one place where a deploy net is loaded and run on an image; ``colorize_image.py``, the demo and the
+benchmarks use it.  The pipeline is the released demo's: resize the RGB image to the net's input size, take
+its L channel (minus 50) as ``data_l``, run the net, upsample the predicted ab bilinearly to the original size
+and combine it with the original image's own L.
+
+Released weights lack the two fixed layers that the released deploy file adds after ``conv8_313``: the
+temperature scale ``conv8_313_rh`` (2.606 = 1/0.38) and the bin centres ``class8_ab``; they are filled in when
+the weights did not provide them, as OpenCV's colorization sample does.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import cic  # noqa: E402
+import torchcaffe as caffe  # noqa: E402
+
+DEFAULT_PROTOTXT = REPO / "prototxt" / "colorization_deploy.prototxt"
+RELEASE_TEMPERATURE_SCALE = 2.606  # 1 / 0.38, as the released deploy file writes it
+
+
+def fill_fixed_layers(net, copied=()) -> list:
+    """Give ``class8_ab`` the 313 bin centres and ``conv8_313_rh`` its 2.606 scale unless weights set them."""
+    filled = []
+    if "class8_ab" in net.layer_dict and "class8_ab" not in copied:
+        w = net.params["class8_ab"][0]
+        centers = torch.as_tensor(cic.load_bins().T.astype(np.float32)).reshape(w.shape)
+        w.data_t = centers
+        filled.append("class8_ab")
+    if "conv8_313_rh" in net.layer_dict and "conv8_313_rh" not in copied and net.layer_dict["conv8_313_rh"].blobs:
+        s = net.params["conv8_313_rh"][0]
+        s.data_t = torch.full(s.shape, RELEASE_TEMPERATURE_SCALE)
+        filled.append("conv8_313_rh")
+    return filled
+
+
+class Colorizer:
+    """A deploy net ready to colorize RGB images (H x W x 3, uint8 or floats in [0, 1])."""
+
+    def __init__(self, prototxt=DEFAULT_PROTOTXT, weights=None, device="cpu"):
+        self.net = caffe.Net(str(prototxt), caffe.TEST, device=device)
+        copied = self.net.copy_from(str(weights)) if weights else []
+        self.filled = fill_fixed_layers(self.net, copied)
+        if "data_l" not in self.net.blobs:
+            raise ValueError(f"{prototxt}: a colorization deploy net needs an input blob 'data_l'")
+        self.input_hw = tuple(self.net.blobs["data_l"].shape[-2:])
+        self.output = self.net.outputs[-1]
+
+    def predict_ab(self, rgb: np.ndarray) -> np.ndarray:
+        """The net's ab prediction (2 x h x w, the net's own output resolution) for one RGB image."""
+        from torchcaffe.io import resize_image
+
+        img = _as_float_rgb(rgb)
+        small = resize_image(img, self.input_hw)
+        L = cic.rgb2lab(np.clip(small, 0, 1))[..., 0]
+        self.net.blobs["data_l"].reshape(1, 1, *self.input_hw)
+        self.net.blobs["data_l"].data[0, 0] = L - 50.0
+        self.net.forward()
+        return np.array(self.net.blobs[self.output].data[0])
+
+    def colorize(self, rgb: np.ndarray) -> np.ndarray:
+        """Colorized RGB uint8 image of the input's size (the input's own L, the predicted ab)."""
+        img = _as_float_rgb(rgb)
+        ab = self.predict_ab(img)
+        L = cic.rgb2lab(img)[..., :1].transpose(2, 0, 1)[None]
+        out = cic.colorize(L.astype(np.float32), ab[None].astype(np.float32))
+        return (255 * np.clip(out[0].transpose(1, 2, 0), 0, 1) + 0.5).astype(np.uint8)
+
+
+def _as_float_rgb(rgb) -> np.ndarray:
+    img = np.asarray(rgb)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise ValueError(f"expected an H x W x 3 image, got shape {img.shape}")
+    img = img[..., :3]
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) / 65535.0
+    return img.astype(np.float32)
+
+
+def read_image(path) -> np.ndarray:
+    """An image file as RGB uint8 (gray and RGBA converted), with an error naming the file."""
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8) if os.path.exists(path) else None
+    if data is None:
+        raise FileNotFoundError(f"{path}: no such file")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"{path}: not an image that OpenCV can decode")
+    return bgr[..., ::-1].copy()
+
+
+def write_image(path, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image atomically (format from the file's extension)."""
+    import cv2
+
+    path = Path(path)
+    ok, buf = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise ValueError(f"{path}: OpenCV cannot write this format")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.tobytes())
+    os.replace(tmp, path)
