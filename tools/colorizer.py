@@ -115,3 +115,30 @@ def write_image(path, rgb: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(buf.tobytes())
     os.replace(tmp, path)
+
+
+def randomize_weights(net, seed: int = 0) -> None:
+    """Random but well-scaled weights for every parameter of ``net`` (deploy files carry no fillers).
+
+    Convolutions get He-normal weights and small biases; BatchNorm gets random means, variances around 1 and
+    the scale factor 1 (Caffe's three blobs); Scale layers weights around 1.  Used by the benchmarks and the
+    cross-checks against other Caffe readers, where only the arithmetic matters.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for name, blobs in net.params.items():
+        kind = net.layer_dict[name].layer_param.type
+        if kind == "BatchNorm":
+            c = blobs[0].shape
+            blobs[0].data_t = 0.1 * torch.randn(c, generator=g)
+            blobs[1].data_t = 0.5 + torch.rand(c, generator=g)
+            blobs[2].data_t = torch.ones(blobs[2].shape)
+        elif kind == "Scale":
+            blobs[0].data_t = 1 + 0.1 * torch.randn(blobs[0].shape, generator=g)
+            for b in blobs[1:]:
+                b.data_t = 0.1 * torch.randn(b.shape, generator=g)
+        else:
+            w = blobs[0]
+            fan_in = w.count // w.shape[0] if kind != "Deconvolution" else w.count // w.shape[1]
+            w.data_t = torch.randn(w.shape, generator=g) * (2.0 / max(fan_in, 1)) ** 0.5
+            for b in blobs[1:]:
+                b.data_t = 0.01 * torch.randn(b.shape, generator=g)

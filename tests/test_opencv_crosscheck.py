@@ -1,0 +1,48 @@
+"""OpenCV's independent Caffe importer (cv2.dnn.readNetFromCaffe) reads what torchcaffe writes, and agrees."""
+import sys
+
+import numpy as np
+import pytest
+
+import torchcaffe as caffe
+from conftest import REPO, assert_close
+
+sys.path.insert(0, str(REPO / "tools"))
+from colorizer import fill_fixed_layers, randomize_weights  # noqa: E402
+
+cv2 = pytest.importorskip("cv2")
+
+
+def _opencv_forward(prototxt, caffemodel, x, blob):
+    cvnet = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    cvnet.setInput(x)
+    return cvnet.forward(blob)
+
+
+def test_full_width_release_deploy_written_by_torchcaffe_runs_in_opencv(tmp_path):
+    prototxt = REPO / "prototxt" / "release_v2" / "colorization_deploy_v2.prototxt"
+    net = caffe.Net(str(prototxt), caffe.TEST)
+    assert net.blobs["data_l"].shape == (1, 1, 224, 224)
+    randomize_weights(net, seed=1)
+    fill_fixed_layers(net)
+    model = tmp_path / "random_release_v2.caffemodel"
+    net.save(str(model))
+    assert model.stat().st_size > 100 * 2**20  # the full-width net: ~129 MB, past protobuf's old 64 MB limit
+    x = np.random.default_rng(1).uniform(-50, 50, (1, 1, 224, 224)).astype(np.float32)
+    ours = net.forward(data_l=x)["class8_ab"]
+    theirs = _opencv_forward(prototxt, model, x, "class8_ab")
+    assert ours.shape == (1, 2, 56, 56)
+    assert_close(ours, theirs, rtol=1e-4, name="class8_ab vs OpenCV")
+    # and torchcaffe reads its own 129 MB file back
+    again = caffe.Net(str(prototxt), caffe.TEST, weights=str(model))
+    assert_close(again.forward(data_l=x)["class8_ab"], ours, rtol=1e-6, name="reloaded")
+
+
+def test_narrow_colornet_agrees_with_opencv(golden):
+    d = golden / "data_and_colornet"
+    z = np.load(d / "narrow_colornet_golden.npz")
+    net = caffe.Net(str(d / "narrow_colornet_deploy.prototxt"), caffe.TEST, weights=str(d / "narrow_colornet.caffemodel"))
+    ours = net.forward(data_l=z["input_data_l"])["class8_ab"]
+    theirs = _opencv_forward(d / "narrow_colornet_deploy.prototxt", d / "narrow_colornet.caffemodel",
+                             z["input_data_l"], "class8_ab")
+    assert_close(ours, theirs, rtol=1e-4, name="class8_ab vs OpenCV")
