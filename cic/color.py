@@ -1,0 +1,80 @@
+"""sRGB <-> CIE Lab (D65, 2 degree observer) on torch tensors, with numpy helpers.
+
+The conversion is kornia's (``kornia.color.rgb_to_lab`` / ``lab_to_rgb``), itself a translation of
+scikit-image's ``rgb2lab`` / ``lab2rgb``: sRGB companding, the sRGB->XYZ matrix, D65 white
+(0.95047, 1, 1.08883), and the CIE f() with the 0.008856 / 7.787 linear segment. In float32 it agrees with
+``skimage.color.rgb2lab`` to < 1e-4 on all 16.7M 8-bit colours (float64: ~1e-13), well inside the 1e-3 that
+the toolkit requires, so no formulas are re-implemented here.
+
+Conventions
+-----------
+* torch functions take channel-first tensors ``(..., 3, H, W)`` on any device and keep the device;
+  float inputs keep their dtype, integer inputs (uint8) are converted to float32 first.
+* ``rgb_to_lab``: RGB in [0, 1] (integer input is divided by 255).
+* ``bgr255_to_lab``: BGR in [0, 255], as Caffe's Data layer delivers images (float or uint8). The released
+  ``BGR2LabLayer`` cast to uint8 first; Data-layer values are whole numbers, so this is the same.
+* ``lab_to_rgb``: L in [0, 100], a/b unbounded; output RGB clipped to [0, 1] unless ``clip=False``.
+* numpy helpers ``rgb2lab`` / ``lab2rgb`` mirror scikit-image: channel-last arrays ``(..., 3)``, numpy in
+  and out, computed by the torch functions above.
+"""
+from __future__ import annotations
+
+import kornia.color as _kc
+import numpy as np
+import torch
+
+from ._interop import to_tensor
+
+
+def _float(x: torch.Tensor, scale: float) -> torch.Tensor:
+    if x.is_floating_point():
+        return x
+    return x.to(torch.float32) / scale
+
+
+def _check(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor (use rgb2lab/lab2rgb for numpy), got {type(x)}")
+    if x.dim() < 3 or x.shape[-3] != 3:
+        raise ValueError(f"{name}: expected shape (..., 3, H, W), got {tuple(x.shape)}")
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB ``(..., 3, H, W)`` in [0, 1] (uint8: 0..255) -> Lab ``(..., 3, H, W)`` (L in [0, 100])."""
+    _check(rgb, "rgb_to_lab")
+    return _kc.rgb_to_lab(_float(rgb, 255.0))
+
+
+def bgr255_to_lab(bgr: torch.Tensor) -> torch.Tensor:
+    """BGR ``(..., 3, H, W)`` in [0, 255] (Caffe's Data blob) -> Lab ``(..., 3, H, W)``."""
+    _check(bgr, "bgr255_to_lab")
+    x = bgr if bgr.is_floating_point() else bgr.to(torch.float32)
+    return _kc.rgb_to_lab(x.flip(-3) / 255.0)
+
+
+def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
+    """Lab ``(..., 3, H, W)`` -> sRGB ``(..., 3, H, W)`` in [0, 1] (clipped unless ``clip=False``)."""
+    _check(lab, "lab_to_rgb")
+    return _kc.lab_to_rgb(_float(lab, 1.0), clip=clip)
+
+
+def _channel_last(fn, img: np.ndarray, **kw) -> np.ndarray:
+    arr = np.asarray(img)
+    if arr.shape[-1:] != (3,):
+        raise ValueError(f"expected a channel-last array (..., 3), got shape {arr.shape}")
+    t = to_tensor(arr).reshape(-1, 3).T.reshape(3, -1, 1)
+    out = fn(t, **kw)
+    return out.reshape(3, -1).T.reshape(arr.shape).numpy()
+
+
+def rgb2lab(rgb: np.ndarray) -> np.ndarray:
+    """numpy, like ``skimage.color.rgb2lab``: RGB ``(..., 3)`` (float in [0, 1] or uint8) -> Lab ``(..., 3)``.
+
+    Float input keeps its precision (float64 in, float64 out); uint8 is computed in float32.
+    """
+    return _channel_last(rgb_to_lab, rgb)
+
+
+def lab2rgb(lab: np.ndarray, clip: bool = True) -> np.ndarray:
+    """numpy, like ``skimage.color.lab2rgb``: Lab ``(..., 3)`` -> RGB ``(..., 3)`` floats in [0, 1]."""
+    return _channel_last(lab_to_rgb, lab, clip=clip)
