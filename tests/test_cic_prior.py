@@ -1,4 +1,5 @@
 """cic.prior: rebalancing identities, smoothing against scipy, counting, and tools/compute_prior.py."""
+import re
 import sys
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def test_prior_boost_is_weight_of_argmax_bin():
 def test_load_prior_resolves_against_data_dir_and_names_the_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     np.save(tmp_path / "decoy_prior.npy", random_prior())  # in the working directory: must not be used
-    with pytest.raises(FileNotFoundError, match=str(cic.DATA_DIR / "decoy_prior.npy")):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(cic.DATA_DIR / "decoy_prior.npy"))):
         cic.load_prior("decoy_prior.npy")
     assert np.allclose(cic.load_prior(tmp_path / "decoy_prior.npy"), random_prior())
 
