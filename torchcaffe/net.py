@@ -547,13 +547,26 @@ class Net:
             p.data_t = p.data_t - p.diff_t
 
     # -- weights I/O --------------------------------------------------------------------------------------
-    def _copy_layer_blobs(self, layer_name: str, layer: Layer, protos, source: str) -> None:
-        from .protoio import proto_to_array, proto_shape, shapes_match
+    def _copy_layer_blobs(self, layer_name: str, layer: Layer, protos, source: str, hdf5: bool = False) -> None:
+        """Copy source blobs into a layer's parameters with Caffe's checks (count, then shape per blob).
 
-        if len(protos) != len(layer.blobs):
+        As in Caffe's CopyTrainedLayersFromHDF5, an HDF5 file may lack a parameter that this net shares with
+        another layer (Caffe does not write shared parameters there); everywhere else the counts must agree.
+        """
+        from .protoio import is_missing_blob, proto_shape, proto_to_array, shapes_match
+
+        n_src, n_dst = len(protos), len(layer.blobs)
+        if (n_src != n_dst) if not hdf5 else (n_src > n_dst):
             raise NetError(f"incompatible number of blobs for layer '{layer_name}': {source} has "
-                           f"{len(protos)}, the net has {len(layer.blobs)}")
-        for i, (bp, blob) in enumerate(zip(protos, layer.blobs)):
+                           f"{n_src}, the net has {n_dst}")
+        lid = self._layer_names.index(layer_name) if layer_name in self.layer_dict else -1
+        for i, blob in enumerate(layer.blobs):
+            bp = protos[i] if i < n_src else None
+            if bp is None or (hdf5 and is_missing_blob(bp)):
+                if lid >= 0 and self._is_shared_param(lid, i):
+                    continue
+                raise NetError(f"incompatible number of blobs for layer '{layer_name}': {source} lacks "
+                               f"parameter {i}, which the net does not share with another layer")
             if not shapes_match(bp, blob.shape):
                 raise NetError(f"cannot copy param {i} weights from layer '{layer_name}' ({source}); shape "
                                f"mismatch: source param shape is {proto_shape(bp)}, target param shape is "
@@ -561,24 +574,31 @@ class Net:
             arr = proto_to_array(bp).reshape(blob.shape)
             blob.data_t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
+    def _is_shared_param(self, layer_id: int, index: int) -> bool:
+        try:
+            net_pid = self._param_layer_index.index((layer_id, index))
+        except ValueError:
+            return False
+        return self._param_owner[net_pid] != -1
+
     def copy_from(self, weights: Union[str, "caffe_pb2.NetParameter"]) -> List[str]:
         """Copy trained weights by layer name (Caffe's CopyTrainedLayersFrom; .caffemodel or HDF5).
 
-        Layers of the source that this net lacks are ignored, as in Caffe; returns the names of the layers
-        whose weights were copied.
+        Layers of the source that this net lacks, or that carry no blobs, are ignored; returns the names of
+        the layers whose weights were copied.
         """
-        from .protoio import read_net_weights
+        from .protoio import is_hdf5_weights, read_net_weights
 
         if isinstance(weights, caffe_pb2.NetParameter):
-            src, source = weights, "<NetParameter>"
+            src, source, hdf5 = weights, "<NetParameter>", False
         else:
             source = str(weights)
-            src = read_net_weights(source)
+            src, hdf5 = read_net_weights(source), is_hdf5_weights(source)
         copied = []
         for lp in src.layer:
             if lp.name not in self.layer_dict or not len(lp.blobs):
                 continue
-            self._copy_layer_blobs(lp.name, self.layer_dict[lp.name], lp.blobs, source)
+            self._copy_layer_blobs(lp.name, self.layer_dict[lp.name], lp.blobs, source, hdf5=hdf5)
             copied.append(lp.name)
         return copied
 
