@@ -24,6 +24,9 @@ def close(actual, expected, rtol=1e-4, name=""):
     e = np.asarray(expected, dtype=np.float64)
     assert a.size == e.size, f"{name}: shape {a.shape} vs expected {e.shape}"
     a = a.reshape(e.shape)
+    nan = np.isnan(e)
+    assert np.array_equal(np.isnan(a), nan), f"{name}: NaN at different places"
+    a, e = a[~nan], e[~nan]
     scale = np.abs(e).max() if e.size else 0.0
     tol = rtol * (np.abs(e) + 1e-2 * scale) + 1e-7
     bad = np.abs(a - e) > tol
