@@ -36,7 +36,7 @@ from . import glog
 
 __all__ = ["solver_rank", "solver_count", "is_root", "is_initialized", "launched_by_torchrun", "init",
            "shutdown", "broadcast_int", "broadcast_params", "gather_objects", "GradientAverager", "attach",
-           "run_rank", "spawn_train", "params_digest", "SignalHandler"]
+           "run_rank", "spawn_train", "params_digest", "SignalHandler", "configure_data_layers"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -155,13 +155,27 @@ def broadcast_params(net, src: int = 0) -> None:
         b.data_t = t.to(b.data_t.device)
 
 
-def params_digest(net) -> List[float]:
-    """A small fingerprint of the learnable parameters (sum and sum of squares of each), for checks."""
-    out = []
+def params_digest(net) -> str:
+    """SHA-256 of the learnable parameters' float32 bytes: equal digests mean bit-identical weights."""
+    import hashlib
+
+    h = hashlib.sha256()
     for b in net.learnable_params:
-        t = b.data_t.detach().to("cpu", torch.float64)
-        out += [float(t.sum()), float((t * t).sum())]
-    return out
+        h.update(b.data_t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def configure_data_layers() -> None:
+    """Tell the data layers that keep Caffe's ``solver_count`` / ``solver_rank`` as class attributes
+    (HDF5Data) which shard this rank reads; layers that ask ``torch.distributed`` themselves need nothing."""
+    try:
+        from .builtin import input as _input
+    except ImportError:  # pragma: no cover
+        return
+    for cls in (getattr(_input, "HDF5DataLayer", None),):
+        if cls is not None and hasattr(cls, "solver_count") and hasattr(cls, "solver_rank"):
+            cls.solver_count = solver_count()
+            cls.solver_rank = solver_rank()
 
 
 class GradientAverager:
@@ -264,6 +278,7 @@ def run_rank(solver_param, device: str = "cpu", snapshot: Optional[str] = None,
     rank = solver_rank()
     if rank != 0:
         glog.set_level(glog.WARNING)
+    configure_data_layers()
     flags = SignalHandler(sigint_effect, sighup_effect)
     if install_signals:
         flags.install()
@@ -293,7 +308,8 @@ def run_rank(solver_param, device: str = "cpu", snapshot: Optional[str] = None,
                         glog.error(f"rank {r} holds different weights from rank 0 after training",
                                    src="parallel.py:0")
                         raise RuntimeError(f"data-parallel ranks diverged: rank {r} != rank 0")
-                glog.info(f"All {len(digests)} ranks hold identical weights.", src="parallel.cpp:0")
+                glog.info(f"All {len(digests)} ranks hold identical weights (sha256 {ref[:16]}...).",
+                          src="parallel.cpp:0")
         return solver
     finally:
         if install_signals:
