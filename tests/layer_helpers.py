@@ -44,9 +44,9 @@ def make_layer(text: str, phase=TRAIN, device="cpu"):
     return create_layer(lp, phase, device)
 
 
-def blob(array, dtype=torch.float64) -> Blob:
+def blob(array, dtype=torch.float64, device="cpu") -> Blob:
     a = np.asarray(array)
-    b = Blob(a.shape, dtype=dtype)
+    b = Blob(a.shape, dtype=dtype, device=device)
     b.data_t = torch.as_tensor(a, dtype=dtype)
     return b
 
@@ -55,7 +55,8 @@ def run(layer, bottoms: Sequence[Blob], ntops: int = 1, need_backward: bool = Tr
         tops: Optional[List[Blob]] = None) -> List[Blob]:
     """setup + forward; the layer records its graph for a later backward when ``need_backward``."""
     dtype = bottoms[0].dtype if bottoms else torch.float64
-    tops = tops if tops is not None else [Blob((), dtype=dtype) for _ in range(ntops)]
+    device = bottoms[0].device if bottoms else "cpu"
+    tops = tops if tops is not None else [Blob((), dtype=dtype, device=device) for _ in range(ntops)]
     layer.setup(list(bottoms), tops)
     layer.set_need_backward(need_backward, [need_backward] * len(bottoms))
     layer.param_propagate_down = [need_backward] * len(layer.blobs)
@@ -129,7 +130,8 @@ class MiniNet:
     """Straight-line nets only: phase filtering, splits, in-place blobs, loss weights, Caffe's need-backward and
     loss pruning; weights copied by layer name from a caffemodel."""
 
-    def __init__(self, net_param, phase, weights: Optional[Dict[str, List[np.ndarray]]] = None):
+    def __init__(self, net_param, phase, weights: Optional[Dict[str, List[np.ndarray]]] = None, device="cpu"):
+        self.device = torch.device(device)
         self.params = [lp for lp in net_param.layer if _included(lp, phase)]
         self.params = insert_splits(self.params)
         self.blobs: Dict[str, Blob] = {}
@@ -137,12 +139,12 @@ class MiniNet:
         blob_need: Dict[str, bool] = {}
         self.loss_weights: Dict[str, float] = {}
         for lp in self.params:
-            layer = create_layer(lp, phase, "cpu")
+            layer = create_layer(lp, phase, self.device)
             bottoms = [self.blobs[n] for n in lp.bottom]
             tops = []
             for j, n in enumerate(lp.top):
                 if not (j < len(lp.bottom) and lp.bottom[j] == n):
-                    self.blobs[n] = Blob(())
+                    self.blobs[n] = Blob((), device=self.device)
                 tops.append(self.blobs[n])
             layer.setup(bottoms, tops)
             if weights and lp.name in weights:
@@ -179,7 +181,7 @@ class MiniNet:
 
     def backward(self):
         for n, w in self.loss_weights.items():
-            self.blobs[n].diff_t = torch.full(self.blobs[n].shape, float(w))
+            self.blobs[n].diff_t = torch.full(self.blobs[n].shape, float(w), device=self.device)
         for layer, lp, b, t, need, bneed in reversed(self.layers):
             if need:
                 layer.backward(t, bneed, b)

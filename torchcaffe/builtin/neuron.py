@@ -159,6 +159,9 @@ class ThresholdLayer(_Neuron):
         with torch.no_grad():
             top[0].data_t = self.fn(bottom[0].data_t)
 
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return False  # Caffe would reach NOT_IMPLEMENTED under force_backward; we keep the net runnable
+
     def backward(self, top, propagate_down, bottom):
         no_backward(self, propagate_down)
 

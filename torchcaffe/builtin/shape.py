@@ -490,5 +490,8 @@ class ArgMaxLayer(Layer):
                 out = torch.cat([idx.to(x.dtype), vals], dim=1) if self.out_max_val else idx.to(x.dtype)
                 top[0].data_t = out.reshape(top[0].shape)
 
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return False  # Caffe would reach NOT_IMPLEMENTED under force_backward; we keep the net runnable
+
     def backward(self, top, propagate_down, bottom):
         no_backward(self, propagate_down)
