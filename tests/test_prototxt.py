@@ -454,3 +454,40 @@ def test_demo_net_trains_with_caffe_train(tmp_path):
     assert len(losses) >= 35, log[-3000:]
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     assert last < 0.95 * first, (first, last, losses)
+
+
+def test_full_train_val_nets_run_forward_and_backward_at_a_small_crop(tmp_path, monkeypatch):
+    """Both full-width train_val nets (ours with Python losses, release_v2 with the SoftmaxCrossEntropyLoss
+    type) wire up in the runtime: one TRAIN forward/backward on 32x32 crops."""
+    rng = np.random.default_rng(3)
+    (tmp_path / "data" / "lmdb").mkdir(parents=True)
+    _tiny_lmdb(tmp_path / "data/lmdb/train", 2, 64, rng)
+    _tiny_lmdb(tmp_path / "data/lmdb/val", 2, 64, rng)
+    prior = tmp_path / "prior.npy"
+    np.save(prior, np.full(313, 1 / 313))
+    monkeypatch.chdir(tmp_path)
+    for rel, losses in (("prototxt/colorization_train_val.prototxt", ["loss5_313", "loss6_313", "loss7_313", "loss8_313"]),
+                        ("prototxt/release_v2/colorization_train_val_v2.prototxt", ["loss8_313"])):
+        net = _net(rel)
+        for layer in net.layer:
+            if layer.type == "Data":
+                layer.data_param.batch_size, layer.transform_param.crop_size = 2, 32
+            if layer.type == "Python" and layer.python_param.layer == "PriorBoostLayer":
+                layer.python_param.param_str = json.dumps({"prior": str(prior), "lambda": 0.5})
+        path = tmp_path / "tv.prototxt"
+        path.write_text(str(net))
+        n = caffe.Net(str(path), caffe.TRAIN)
+        out = n.forward()
+        assert sorted(out) == losses
+        for k in losses:   # about ln(313) nats per pixel, summed over pixels, divided by the batch
+            px = 8 if k == "loss8_313" else 4   # 32 / 4, 32 / 8
+            assert 0.3 * np.log(313) * px * px < float(np.ravel(out[k])[0]) < 3 * np.log(313) * px * px, k
+        n.backward()
+        for k in losses:
+            head = "conv" + k[len("loss"):]
+            assert np.abs(n.params[head][0].diff).sum() > 0, head
+        assert np.abs(n.params["bw_conv1_1"][0].diff).sum() > 0
+        if "loss5_313" in losses:   # the 1/8 targets are the 1/4 ones, every second pixel
+            np.testing.assert_array_equal(n.blobs["data_ab_ss8"].data, n.blobs["data_ab_ss"].data[:, :, ::2, ::2])
+            np.testing.assert_array_equal(n.blobs["nongray_mask_ss8"].data, n.blobs["nongray_mask"].data[:, :, ::2, ::2])
+            np.testing.assert_array_equal(n.blobs["data_ab_ss"].data, n.blobs["data_ab"].data[:, :, ::4, ::4])
