@@ -108,7 +108,8 @@ class SliceLayer(TorchLayer):
     def compute(self, bottoms, params):
         if len(self.sizes) == 1:
             return [bottoms[0].view_as(bottoms[0])]
-        return list(torch.split(bottoms[0], self.sizes, dim=self.axis))
+        # Caffe's blobs are contiguous; so are ours (a pycaffe user may flatten .data as a view)
+        return [s.contiguous() for s in torch.split(bottoms[0], self.sizes, dim=self.axis)]
 
 
 @register("Split")
@@ -288,7 +289,7 @@ class CropLayer(TorchLayer):
 
     def compute(self, bottoms, params):
         # bottom[1] is only a shape reference: its diff (if asked for) is zero
-        return [bottoms[0][self.slices]]
+        return [bottoms[0][self.slices].contiguous()]
 
 
 @register("Eltwise")
@@ -483,7 +484,7 @@ class ArgMaxLayer(Layer):
         with torch.no_grad():
             if self.has_axis:
                 vals, idx = self._topk(x, self.top_k, self.axis)
-                top[0].data_t = vals if self.out_max_val else idx.to(x.dtype)
+                top[0].data_t = (vals if self.out_max_val else idx.to(x.dtype)).contiguous()
             else:
                 flat = x.reshape(x.shape[0], -1)
                 vals, idx = self._topk(flat, self.top_k, 1)
