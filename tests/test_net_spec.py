@@ -123,3 +123,14 @@ def test_a_netspec_net_runs_in_torchcaffe(tmp_path):
     pad = np.pad(x[0, 0], 1)
     box = sum(pad[i:i + 5, j:j + 5] for i in range(3) for j in range(3))
     np.testing.assert_allclose(net.blobs["out"].data[0, 0], 2 * np.maximum(box, 0), rtol=1e-6)
+
+
+def test_in_place_with_a_second_bottom_writes_into_the_first():
+    n = caffe.NetSpec()
+    n.x = L.Input(shape=dict(dim=[1, 2, 3, 3]))
+    n.s = L.Input(shape=dict(dim=[2]))
+    n.scaled = L.Scale(n.x, n.s, axis=1, in_place=True)
+    layer = n.to_proto().layer[2]
+    assert (layer.name, list(layer.bottom), list(layer.top)) == ("scaled", ["x", "s"], ["x"])
+    with pytest.raises(ValueError, match="in_place"):
+        L.ReLU(n.x, ntop=2, in_place=True)

@@ -15,7 +15,7 @@ the same prototxt here:
 
 * ``layers.<Type>(*bottoms, **kwargs)`` describes one layer of type ``<Type>``.  ``ntop=k`` gives it k tops
   (the call returns the one ``Top``, a tuple of tops, or, for ``ntop=0``, the layer itself);
-  ``in_place=True`` makes its tops its bottoms.
+  ``in_place=True`` makes its tops its (first ``ntop``) bottoms.
 * Every other keyword is a field: keywords ending in ``param`` (``param``, ``transform_param``,
   ``convolution_param``, ...) are fields of ``LayerParameter``; any other keyword is looked up first in the
   layer type's own parameter message (``Convolution`` -> ``convolution_param``, ``BatchNorm`` ->
@@ -119,8 +119,8 @@ class Function:
         params = dict(params)
         self.ntop = params.pop("ntop", 1)
         self.in_place = params.pop("in_place", False)
-        if self.in_place and self.ntop != len(self.inputs):
-            raise ValueError(f"layers.{type_name}: in_place needs as many tops as bottoms "
+        if self.in_place and not 0 < self.ntop <= len(self.inputs):
+            raise ValueError(f"layers.{type_name}: in_place needs a bottom for each top "
                              f"({self.ntop} tops, {len(self.inputs)} bottoms)")
         self.params = params
         self.tops = tuple(Top(self, n) for n in range(self.ntop))
@@ -152,7 +152,7 @@ class Function:
         layer.type = self.type_name
         layer.bottom.extend(bottom_names)
         if self.in_place:
-            layer.top.extend(layer.bottom)
+            layer.top.extend(layer.bottom[: self.ntop])
         else:
             for top in self.tops:
                 layer.top.append(self._get_top_name(top, names, autonames))
