@@ -92,8 +92,8 @@ class SliceLayer(TorchLayer):
                 sizes.append(sp - prev)
                 prev = sp
             sizes.append(n - prev)
-            if sizes[-1] <= 0:
-                raise self.error(f"the last slice_point ({prev}) must be smaller than the axis size ({n})")
+            if sizes[-1] < 0:
+                raise self.error(f"the last slice_point ({prev}) exceeds the axis size ({n})")
         else:
             if n % len(top):
                 raise self.error(f"the axis size ({n}) must be divisible by the number of tops ({len(top)}) "
