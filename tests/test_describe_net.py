@@ -74,7 +74,9 @@ def test_parameter_counts_and_the_papers_32_2m():
     release = trunk + 3 * conv(512, 512) + conv(512, 256, 4) + 2 * conv(256, 256) + conv(256, 313, 1)
     stats = 2 * (64 + 128 + 256 + 4 * 512) + 7                          # BatchNorm mean, variance, factor
     tv, dep, ours = counts.values()
-    assert tv == [release, release + stats, release + stats + 2]       # + the fixed ab-subsampling weights
+    # --all adds the fixed label-pipeline blobs the released train_val has: data_l_meansub (scale, bias)
+    # and data_ab_ss (2 weights, 2 biases).
+    assert tv == [release, release + stats, release + stats + 2 + 4]
     assert release == 32230393 and round(release / 1e6, 1) == 32.2   # the paper's 32.2M (129 MB)
     assert round((release + stats) / 1e6, 1) == 32.2
     # The released deploy file gives its two fixed layers no lr_mult: they count (313 + 2 x 313 + 2).

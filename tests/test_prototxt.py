@@ -238,6 +238,17 @@ def test_release_v2_deploy_has_the_released_structure_and_names():
     assert tv["loss8_313"].type == "SoftmaxCrossEntropyLoss"
     assert [n for n in tv if n.startswith("loss")] == ["loss8_313"]
     assert json.loads(tv["ab_enc"].python_param.param_str) == {"k": 10, "sigma": 5}
+    # The released train_val's parameter blobs outside the trunk (a released caffemodel holds them, and
+    # Caffe refuses a layer whose blob count or shapes differ): data_l_meansub a Scale with bias, data_ab_ss
+    # a 1x1 convolution with bias.
+    tv_net = _net("prototxt/release_v2/colorization_train_val_v2.prototxt")
+    layers = dn.filter_layers(tv_net, caffe.TRAIN)
+    _, _, params, _ = dn.infer(layers, size=176)
+    blobs = {l.name: p for l, p in zip(layers, params)}
+    assert tv["data_l_meansub"].type == "Scale" and blobs["data_l_meansub"] == [(1,), (1,)]
+    assert blobs["data_ab_ss"] == [(2, 1, 1, 1), (2,)]
+    assert [l.name for l, p in zip(layers, params) if p] == \
+        ["data_l_meansub", "data_ab_ss"] + [l.name for l in full.layer if l.type in ("Convolution", "Deconvolution", "BatchNorm") and l.name != "class8_ab"]
     for layer in full.layer:                         # the train_val has every learned layer of the deploy net
         if layer.type in ("Convolution", "Deconvolution", "BatchNorm") and layer.name != "class8_ab":
             assert tv[layer.name].type == layer.type and tv[layer.name].top == layer.top
