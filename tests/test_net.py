@@ -151,3 +151,15 @@ def test_malformed_prototxt_names_file_line_and_column(tmp_path):
     path.write_text('layer {\n  name: "a"\n  type: "Input" top: "a"\n  bogus_field: 3\n}\n')
     with pytest.raises(CaffeFormatError, match=r"bad.prototxt:4:\d+"):
         caffe.Net(str(path), caffe.TEST)
+
+
+def test_batchnorm_statistics_are_not_learned_even_without_param_specs():
+    # Caffe's BatchNorm adds lr_mult 0 specs to its own parameter during setup, and Net::AppendParam reads
+    # the layer's parameter: the statistics get no learning rate, so no weight decay can shrink them.
+    text = """
+    layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }
+    layer { name: "bn" type: "BatchNorm" bottom: "x" top: "bn" }
+    layer { name: "sc" type: "Scale" bottom: "bn" top: "bn" scale_param { bias_term: true } }
+    """
+    net = caffe.Net(net_param(text), caffe.TRAIN)
+    assert net.params_lr == [0.0, 0.0, 0.0, 1.0, 1.0]

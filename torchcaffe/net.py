@@ -316,6 +316,9 @@ class Net:
 
     def _append_param(self, layer_id: int, lp, p: int) -> None:
         layer = self.layers[layer_id]
+        # Caffe's AppendParam reads the ParamSpecs from the layer's own copy of its parameter, after setup:
+        # BatchNorm adds lr_mult 0 there for its statistics (need-backward still used the prototxt's specs).
+        lp = layer.layer_param
         spec = lp.param[p] if p < len(lp.param) else caffe_pb2.ParamSpec()
         pname = spec.name if p < len(lp.param) else ""
         net_pid = len(self._params)
