@@ -186,14 +186,14 @@ def make_imagenet_tree(root: Path, per_class: int = 4, n_val: int = 24, seed: in
 
 def read_lmdb(path) -> List[tuple]:
     """All (key, value) pairs of an LMDB, in key order."""
-    import lmdb
+    from torchcaffe.builtin.data import open_lmdb, release_lmdb  # shares an env a Data layer holds open
 
-    env = lmdb.open(str(path), readonly=True, lock=False)
+    env = open_lmdb(str(path))
     try:
         with env.begin() as txn:
             return [(bytes(k), bytes(v)) for k, v in txn.cursor()]
     finally:
-        env.close()
+        release_lmdb(env)
 
 
 def write_lmdb(path, images: List[np.ndarray], labels: Optional[List[int]] = None, encoded: bool = False,
