@@ -143,7 +143,11 @@ def get_gpus(flag: str) -> List[int]:
     import torch
 
     if flag == "all":
-        return list(range(torch.cuda.device_count()))
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise CliError("-gpu all: no CUDA device is available to torch on this machine (CPU-only torch "
+                           "build or no GPU); run without -gpu to use the CPU")
+        return list(range(n))
     if not flag:
         return []
     out = []

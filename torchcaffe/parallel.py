@@ -28,7 +28,7 @@ import socket
 import sys
 import time
 from datetime import timedelta
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -79,7 +79,7 @@ def _default_backend(device: torch.device) -> str:
 
 def init(backend: Optional[str] = None, device: Optional[torch.device] = None, rank: Optional[int] = None,
          world_size: Optional[int] = None, init_method: Optional[str] = None,
-         timeout_s: float = 1800.0) -> None:
+         timeout_s: float = 7200.0) -> None:
     """Join the process group (env:// from torchrun's RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT unless
     ``init_method``, ``rank`` and ``world_size`` are given) and select this rank's device."""
     device = torch.device(device) if device is not None else torch.device("cpu")

@@ -188,10 +188,6 @@ def _f(x) -> str:
     return glog.fmt(x)
 
 
-def _numel(t: torch.Tensor) -> int:
-    return int(t.numel())
-
-
 def _resolve_beside(path: str, anchor_file: str) -> str:
     """``path`` as Caffe opens it (relative to the working directory); when absent there, the same name
     beside ``anchor_file`` (so that a snapshot folder can be moved)."""
@@ -279,7 +275,6 @@ class Solver:
         from . import parallel
 
         self.param = read_solver(param)
-        self._source = os.fspath(param) if not isinstance(param, caffe_pb2.SolverParameter) else None
         self.rank = parallel.solver_rank()
         self.world_size = parallel.solver_count()
         self.root = self.rank == 0
