@@ -746,7 +746,8 @@ def make_pool(args):
     """The worker processes (None with --workers 0: everything runs in this process)."""
     if args.workers <= 0:
         return None
-    ctx = mp.get_context(args.start_method) if args.start_method else mp.get_context()
+    method = args.start_method or ("fork" if "fork" in mp.get_all_start_methods() else None)
+    ctx = mp.get_context(method)
     if ctx.get_start_method() == "fork":
         # load torch and the grayscale rule once here; forked workers share them instead of each
         # importing them again (importing starts no threads, so forking afterwards is safe)
@@ -799,6 +800,11 @@ def build_split(inputs: Inputs, out: str, args, log=print, get_pool=None) -> dic
     map_size = args.map_size or max(64 << 20, int((n - start) * per_image * 1.1) + (64 << 20))
     env = lmdb.open(out, map_size=map_size, subdir=True, readahead=False, meminit=False, max_dbs=0)
     stats = {"map_size": env.info()["map_size"], "map_grows": 0}
+    if had_journal and int(env.stat()["entries"]) < journal.count:
+        have = int(env.stat()["entries"])
+        env.close()
+        raise BuildError(f"{out}: the journal counts {journal.count} stored images but the database holds "
+                         f"{have} (was data.mdb replaced?); rerun with --overwrite to rebuild")
 
     base = inputs.base
     tasks = ((i, inputs.entries[i][0], inputs.entries[i][1], base) for i in range(start, n))

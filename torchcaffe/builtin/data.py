@@ -8,10 +8,11 @@ Parameters (``data_param`` and ``transform_param``):
   default) is accepted when the source is in fact an LMDB, with a warning.
 * ``batch_size``; ``prefetch`` (default 4): how many batches the background thread keeps ready.
 * ``rand_skip`` is ignored, as Caffe 1.0's DataLayer ignores it.
-* ``transform_param``: ``crop_size``, ``mirror``, ``mean_file`` / ``mean_value``, ``scale``,
-  ``force_color`` / ``force_gray`` (see :mod:`torchcaffe.data_transformer`).  The legacy copies of
-  ``scale``, ``mean_file``, ``crop_size``, ``mirror`` in ``data_param`` (and ``force_encoded_color``) are used
-  when ``transform_param`` does not set them (``Net`` upgrades them anyway).
+* ``transform_param``: ``crop_size`` (random offsets in TRAIN, the centre in TEST), ``mirror`` (a coin
+  flip per image -- in both phases, as Caffe's DataTransformer does), ``mean_file`` / ``mean_value``,
+  ``scale``, ``force_color`` / ``force_gray`` for encoded Datums (see :mod:`torchcaffe.data_transformer`).
+  The legacy copies of ``scale``, ``mean_file``, ``crop_size``, ``mirror`` in ``data_param`` (and
+  ``force_encoded_color``) are used when ``transform_param`` does not set them (``Net`` upgrades them anyway).
 
 Tops: ``data`` ``(batch_size, C, crop, crop)`` (or ``(batch_size, C, H, W)`` without a crop) in float32 on the
 layer's device, and optionally ``label`` ``(batch_size,)`` holding ``Datum.label``.  Records are read in key
@@ -24,9 +25,11 @@ Caffe 1.0's ``DataLayer::Skip``; in phase TEST every rank reads every record, as
 
 Randomness and resumption: the crops and mirrors of batch ``b`` come from a generator seeded with
 ``(seed, rank, b)``; ``seed`` is ``torch.initial_seed()`` when the layer is set up, i.e. the value given to
-``caffe.set_random_seed`` (random otherwise, as Caffe's).  The background thread therefore cannot change the
-sequence, and :meth:`DataLayer.state` -- the position after the last batch the *net* consumed, not the
-prefetcher's -- restores it exactly::
+``caffe.set_random_seed`` (the solver's ``random_seed + rank``; random when never set, as in Caffe).  It is
+read, not drawn, so creating a Data layer does not move the global generators.  The background thread
+(daemonic; pinned host memory when the layer is on a GPU; stopped by :meth:`DataLayer.close`, garbage
+collection or interpreter exit) therefore cannot change the sequence, and :meth:`DataLayer.state` -- the
+position after the last batch the *net* consumed, not the prefetcher's -- restores it exactly::
 
     {"version": 1, "offset": 1234, "key": "3030303031323334...", "batch": 31, "seed": 1701}
 
