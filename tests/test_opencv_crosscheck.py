@@ -24,18 +24,25 @@ def test_full_width_release_deploy_written_by_torchcaffe_runs_in_opencv(tmp_path
     net = caffe.Net(str(prototxt), caffe.TEST)
     assert net.blobs["data_l"].shape == (1, 1, 224, 224)
     randomize_weights(net, seed=1)
+    # He-normal weights through 22 layers give logits of ~100, which the 2.606-scaled softmax turns into
+    # near one-hot distributions that amplify float32 rounding; a trained net's logits are ~10.
+    net.params["conv8_313"][0].data[...] *= 0.1
     fill_fixed_layers(net)
     model = tmp_path / "random_release_v2.caffemodel"
     net.save(str(model))
     assert model.stat().st_size > 100 * 2**20  # the full-width net: ~129 MB, past protobuf's old 64 MB limit
     x = np.random.default_rng(1).uniform(-50, 50, (1, 1, 224, 224)).astype(np.float32)
-    ours = net.forward(data_l=x)["class8_ab"]
+    net.forward(data_l=x)  # the released file ends in a Silence layer: read the blob itself
+    ours = net.blobs["class8_ab"].data.copy()
     theirs = _opencv_forward(prototxt, model, x, "class8_ab")
     assert ours.shape == (1, 2, 56, 56)
     assert_close(ours, theirs, rtol=1e-4, name="class8_ab vs OpenCV")
+    assert_close(net.blobs["conv8_313"].data, _opencv_forward(prototxt, model, x, "conv8_313"), rtol=1e-4,
+                 name="conv8_313 vs OpenCV")
     # and torchcaffe reads its own 129 MB file back
     again = caffe.Net(str(prototxt), caffe.TEST, weights=str(model))
-    assert_close(again.forward(data_l=x)["class8_ab"], ours, rtol=1e-6, name="reloaded")
+    again.forward(data_l=x)
+    assert_close(again.blobs["class8_ab"].data, ours, rtol=1e-6, name="reloaded")
 
 
 def test_narrow_colornet_agrees_with_opencv(golden):
@@ -45,4 +52,8 @@ def test_narrow_colornet_agrees_with_opencv(golden):
     ours = net.forward(data_l=z["input_data_l"])["class8_ab"]
     theirs = _opencv_forward(d / "narrow_colornet_deploy.prototxt", d / "narrow_colornet.caffemodel",
                              z["input_data_l"], "class8_ab")
-    assert_close(ours, theirs, rtol=1e-4, name="class8_ab vs OpenCV")
+    caffe_ab = z["blob__class8_ab"]
+    err = lambda a: np.abs(a - caffe_ab).max() / np.abs(caffe_ab).max()
+    # OpenCV itself is ~1e-4 (normwise) from BVLC Caffe here; torchcaffe must be at least as close.
+    assert err(ours) <= err(theirs) + 1e-6, (err(ours), err(theirs))
+    assert_close(ours, theirs, rtol=2e-4, name="class8_ab vs OpenCV")

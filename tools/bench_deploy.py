@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from colorizer import REPO, fill_fixed_layers, randomize_weights  # noqa: E402
+from colorizer import REPO, ab_output, fill_fixed_layers, randomize_weights  # noqa: E402
 import torchcaffe as caffe  # noqa: E402
 
 DEFAULT = REPO / "prototxt" / "release_v2" / "colorization_deploy_v2.prototxt"
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     randomize_weights(net, seed=0)
     fill_fixed_layers(net)
     x = np.random.default_rng(0).uniform(-50, 50, net.blobs["data_l"].shape).astype(np.float32)
-    out_name = net.outputs[-1]
+    out_name = ab_output(net)
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "random.caffemodel"
         net.save(str(model))

@@ -30,18 +30,29 @@ RELEASE_TEMPERATURE_SCALE = 2.606  # 1 / 0.38, as the released deploy file write
 
 
 def fill_fixed_layers(net, copied=()) -> list:
-    """Give ``class8_ab`` the 313 bin centres and ``conv8_313_rh`` its 2.606 scale unless weights set them."""
+    """Give ``class8_ab`` the 313 bin centres and ``conv8_313_rh`` the released 2.606 scale, where neither the
+    weights (``copied``: the layers the weights file set) nor a filler in the prototxt provided them."""
     filled = []
-    if "class8_ab" in net.layer_dict and "class8_ab" not in copied:
-        w = net.params["class8_ab"][0]
-        centers = torch.as_tensor(cic.load_bins().T.astype(np.float32)).reshape(w.shape)
-        w.data_t = centers
+    layer = net.layer_dict.get("class8_ab")
+    if layer is not None and "class8_ab" not in copied \
+            and not layer.layer_param.convolution_param.HasField("weight_filler"):
+        w = layer.blobs[0]
+        w.data_t = torch.as_tensor(cic.load_bins().T.astype(np.float32)).reshape(w.shape)
+        for b in layer.blobs[1:]:
+            b.data_t = torch.zeros(b.shape)
         filled.append("class8_ab")
-    if "conv8_313_rh" in net.layer_dict and "conv8_313_rh" not in copied and net.layer_dict["conv8_313_rh"].blobs:
-        s = net.params["conv8_313_rh"][0]
-        s.data_t = torch.full(s.shape, RELEASE_TEMPERATURE_SCALE)
+    layer = net.layer_dict.get("conv8_313_rh")
+    if layer is not None and layer.blobs and "conv8_313_rh" not in copied \
+            and not layer.layer_param.scale_param.HasField("filler"):
+        layer.blobs[0].data_t = torch.full(layer.blobs[0].shape, RELEASE_TEMPERATURE_SCALE)
         filled.append("conv8_313_rh")
     return filled
+
+
+def ab_output(net) -> str:
+    """The blob holding the predicted ab: the net's last output, or ``class8_ab`` when the released deploy
+    file's final Silence layer leaves the net without outputs."""
+    return net.outputs[-1] if net.outputs else "class8_ab"
 
 
 class Colorizer:
@@ -49,12 +60,14 @@ class Colorizer:
 
     def __init__(self, prototxt=DEFAULT_PROTOTXT, weights=None, device="cpu"):
         self.net = caffe.Net(str(prototxt), caffe.TEST, device=device)
-        copied = self.net.copy_from(str(weights)) if weights else []
+        copied = []
+        for w in (str(weights).split(",") if weights else []):  # Caffe's -weights a,b
+            copied += self.net.copy_from(w)
         self.filled = fill_fixed_layers(self.net, copied)
         if "data_l" not in self.net.blobs:
             raise ValueError(f"{prototxt}: a colorization deploy net needs an input blob 'data_l'")
         self.input_hw = tuple(self.net.blobs["data_l"].shape[-2:])
-        self.output = self.net.outputs[-1]
+        self.output = ab_output(self.net)
 
     def predict_ab(self, rgb: np.ndarray) -> np.ndarray:
         """The net's ab prediction (2 x h x w, the net's own output resolution) for one RGB image."""
