@@ -3,9 +3,21 @@
 Shapes: ab is ``(N, 2, *spatial)`` (channel 0 = a, 1 = b; e.g. N x 2 x H x W), on any device; encodings
 are ``(N, Q, *spatial)`` in ab's float dtype.
 
-Neighbours are *exact*: squared Euclidean distances to every bin centre are computed (as differences, not
-by the ``|x|^2 - 2 x.c + |c|^2`` expansion, which loses precision) and the k smallest are taken with
-``torch.topk``. Pixels are processed in chunks of ``chunk`` pixels, so the working memory is about
+Neighbours are *exact*. Squared Euclidean distances are computed as differences,
+``(a - c_a)^2 + (b - c_b)^2`` (not by the ``|x|^2 - 2 x.c + |c|^2`` expansion, which loses precision), and
+the k smallest are taken with ``torch.topk``. Two ways, same result:
+
+* ``method="brute"``: distances to all Q centres;
+* ``method="table"`` (default): the ab plane around the bins is cut into square cells (half the bins'
+  nearest-neighbour spacing: 5 ab units for the released bins), and for every cell a list of candidate bins
+  is precomputed -- every bin whose distance to the cell is at most the k-th smallest *farthest* distance
+  from a bin to the cell. Any point in the cell has k bins within that bound, so its k nearest bins are all
+  in the list (13 candidates for k = 5, 20 for k = 10 instead of 313). The exact distances to the candidates
+  are then computed as above, so the values are bit-identical to the brute-force ones. Cells are widened by
+  1e-3 ab units against rounding at their borders; points outside the table (|ab| beyond ~140) or not finite
+  use the brute-force path.
+
+Pixels are processed in chunks of ``chunk`` pixels, so the working memory is at most about
 ``chunk * Q * 3`` floats (16384 pixels: ~60 MB in float32) on top of the (N, Q, *spatial) output; a
 40 x 2 x 56 x 56 float32 batch (157 MB of output) stays under a few hundred MB. Exact ties at the k-th
 neighbour (equal distances, only possible for special ab values) are broken by ``torch.topk``, i.e.
@@ -17,6 +29,9 @@ training layer (``NNEncLayer``) used k = 10, sigma = 5.
 """
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 
 from ._interop import numpy_io
@@ -37,9 +52,71 @@ def _check_ab(ab: torch.Tensor) -> None:
         raise ValueError(f"expected ab of shape (N, 2, ...), got {tuple(ab.shape)}")
 
 
+def _nn_spacing(c: np.ndarray) -> float:
+    d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    return float(np.sqrt(np.median(d2.min(axis=1))))
+
+
+@functools.lru_cache(maxsize=32)
+def _table_cpu(key: bytes, q: int, k: int):
+    """Candidate table for centres ``key`` (float64 bytes): (origin (2,), cell, shape (na, nb), table)."""
+    c = np.frombuffer(key, np.float64).reshape(q, 2)
+    spacing = _nn_spacing(c) if q > 1 else 1.0
+    cell = spacing / 2 if spacing > 0 else 1.0
+    margin = 5 * max(spacing, cell)
+    lo = c.min(axis=0) - margin
+    n = np.ceil((c.max(axis=0) + margin - lo) / cell).astype(int)
+    eps = 1e-3
+    x0 = lo[0] + cell * np.arange(n[0]) - eps                       # widened cells [x0, x1] x [y0, y1]
+    x1 = x0 + cell + 2 * eps
+    y0 = lo[1] + cell * np.arange(n[1]) - eps
+    y1 = y0 + cell + 2 * eps
+    # per axis: nearest and farthest offset of every bin from every cell interval
+    dxn = np.maximum(0, np.maximum(x0[:, None] - c[:, 0], c[:, 0] - x1[:, None])) ** 2   # (na, Q)
+    dxf = np.maximum(np.abs(c[:, 0] - x0[:, None]), np.abs(c[:, 0] - x1[:, None])) ** 2
+    dyn = np.maximum(0, np.maximum(y0[:, None] - c[:, 1], c[:, 1] - y1[:, None])) ** 2   # (nb, Q)
+    dyf = np.maximum(np.abs(c[:, 1] - y0[:, None]), np.abs(c[:, 1] - y1[:, None])) ** 2
+    near = (dxn[:, None, :] + dyn[None, :, :]).reshape(-1, q)       # (na * nb, Q)
+    far = (dxf[:, None, :] + dyf[None, :, :]).reshape(-1, q)
+    bound = np.partition(far, k - 1, axis=1)[:, k - 1]
+    cand = near <= bound[:, None] * (1 + 1e-9) + 1e-9
+    m = int(cand.sum(axis=1).max())
+    order = np.argsort(~cand, axis=1, kind="stable")[:, :m]         # candidates first, in bin order
+    table = np.where(np.take_along_axis(cand, order, 1), order, q)  # q = padding (a bin at infinity)
+    return lo, cell, (int(n[0]), int(n[1])), table
+
+
+_TABLES: dict = {}
+
+
+def _table(c: torch.Tensor, k: int, released: bool):
+    key = ("released" if released else c.detach().cpu().double().numpy().tobytes(), c.shape[0], k,
+           c.device, c.dtype)
+    if key not in _TABLES:
+        lo, cell, shape, table = _table_cpu(c.detach().cpu().double().numpy().tobytes(), c.shape[0], k)
+        if len(_TABLES) > 64:
+            _TABLES.clear()
+        inf = torch.full((1,), float("inf"), dtype=c.dtype, device=c.device)
+        ca = torch.cat([c[:, 0], inf])                                  # bin q = Q: padding at infinity
+        cb = torch.cat([c[:, 1], inf])
+        _TABLES[key] = (torch.tensor(lo, dtype=c.dtype, device=c.device), cell, shape,
+                        torch.as_tensor(table, device=c.device), ca, cb)
+    return _TABLES[key]
+
+
+def _sqdist(p: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor) -> torch.Tensor:
+    """(a - c_a)^2 + (b - c_b)^2; p (P, 2), ca/cb broadcastable to (P, M)."""
+    da = p[:, 0:1] - ca
+    d2 = da.mul_(da)
+    db = p[:, 1:2] - cb
+    return d2.addcmul_(db, db)
+
+
 @numpy_io
-def knn_bins(ab: torch.Tensor, k: int = DEFAULT_K, centers=None, chunk: int = DEFAULT_CHUNK):
-    """The k nearest bin centres of every pixel, exactly.
+def knn_bins(ab: torch.Tensor, k: int = DEFAULT_K, centers=None, chunk: int = DEFAULT_CHUNK,
+             method: str = "table"):
+    """The k nearest bin centres of every pixel, exactly (``method``: "table" or "brute", see module doc).
 
     Returns ``(sqdist, index)``, both ``(N, k, *spatial)``, sorted by increasing distance;
     ``sqdist`` in ab's float dtype, ``index`` int64 into the bins.
@@ -53,18 +130,32 @@ def knn_bins(ab: torch.Tensor, k: int = DEFAULT_K, centers=None, chunk: int = DE
         raise ValueError(f"k must be in 1..{Q}, got {k}")
     if chunk < 1:
         raise ValueError("chunk must be >= 1")
+    if method not in ("table", "brute"):
+        raise ValueError(f"method must be 'table' or 'brute', got {method!r}")
     n, spatial = ab.shape[0], ab.shape[2:]
     pts = ab.reshape(n, 2, -1).transpose(1, 2).reshape(-1, 2)  # (N*P, 2), pixel-major
     dist = torch.empty(pts.shape[0], k, dtype=ab.dtype, device=ab.device)
     index = torch.empty(pts.shape[0], k, dtype=torch.long, device=ab.device)
     ca, cb = c[:, 0], c[:, 1]
+    if method == "table":
+        lo, cell, (na, nb), table, ca_pad, cb_pad = _table(c, k, released=centers is None)
     for s in range(0, pts.shape[0], chunk):
         p = pts[s:s + chunk]
-        da = p[:, 0:1] - ca
-        d2 = da.mul_(da)
-        db = p[:, 1:2] - cb
-        d2.addcmul_(db, db)
-        vals, idx = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+        if method == "brute":
+            vals, idx = torch.topk(_sqdist(p, ca, cb), k, dim=1, largest=False, sorted=True)
+        else:
+            rel = (p - lo) / cell
+            inside = (rel[:, 0] >= 0) & (rel[:, 0] < na) & (rel[:, 1] >= 0) & (rel[:, 1] < nb)
+            ij = torch.nan_to_num(rel).clamp_(min=0).long()
+            cell_id = ij[:, 0].clamp_(max=na - 1) * nb + ij[:, 1].clamp_(max=nb - 1)
+            cand = table[cell_id]                                        # (P, M) candidate bins
+            d2 = _sqdist(p, torch.take(ca_pad, cand), torch.take(cb_pad, cand))
+            vals, j = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+            idx = cand.gather(1, j)
+            out = ~inside
+            if out.any():                                                # rare: far from the bins, or NaN
+                vo, io = torch.topk(_sqdist(p[out], ca, cb), k, dim=1, largest=False, sorted=True)
+                vals[out], idx[out] = vo, io
         dist[s:s + chunk] = vals
         index[s:s + chunk] = idx
 

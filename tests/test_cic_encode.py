@@ -126,6 +126,25 @@ def test_soft_encode_real_ab_float32(k):
     assert ((enc > 0).sum(1) <= k).all()
 
 
+@pytest.mark.parametrize("centers", ["released", "grid20", "scattered"])
+def test_candidate_table_equals_brute_force(centers):
+    rng = np.random.default_rng(11)
+    c = {"released": None,
+         "grid20": cic.gamut_bins(20, levels_step=5),
+         "scattered": rng.uniform(-100, 100, size=(57, 2))}[centers]
+    ab = torch.tensor(rng.uniform(-200, 200, size=(2, 2, 30, 30)))        # some far outside the table
+    ab[0, :, 0, 0] = torch.tensor([0.0, 0.0])                            # exact ties
+    ab[0, :, 0, 1] = torch.tensor([5.0, 5.0])                            # on cell borders
+    for dtype in (torch.float64, torch.float32):
+        for k in (1, 5, 10, 20):
+            d_b, i_b = cic.knn_bins(ab.to(dtype), k, centers=c, method="brute")
+            d_t, i_t = cic.knn_bins(ab.to(dtype), k, centers=c, chunk=500)
+            assert torch.equal(d_t, d_b)                                 # the same distances, bit for bit
+            cc = cic.as_centers(c, ab.to(torch.float64))
+            d_of = lambda i: ((ab[:, :, None] - cc[i].permute(0, 4, 1, 2, 3)) ** 2).sum(1)
+            assert torch.allclose(d_of(i_t), d_of(i_b))                  # indices differ only among ties
+
+
 def test_chunking_and_shapes_do_not_change_the_result():
     ab = torch.from_numpy(real_ab(3, 24))
     full = cic.soft_encode(ab, k=10)

@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""Time the soft-encoding of a training batch (40 x 2 x 56 x 56 ab) against the released approach.
+
+The released ``NNEncLayer`` fitted ``sklearn.neighbors.NearestNeighbors(n_neighbors=10,
+algorithm='ball_tree')`` on the 313 bin centres once, and per batch flattened the ab blob to (N*H*W, 2),
+queried the 10 neighbours, computed Gaussian weights (sigma = 5), scattered them into a dense
+(N*H*W, 313) array and reshaped it back to N x 313 x H x W. This script times exactly that, and
+``cic.soft_encode`` (k = 10 as released, k = 5 as in the paper) on the same data in the same run (interleaved), on random
+ab and on ab of real photos (scikit-image's samples), and prints the median and minimum times and the
+ratio of the medians (sklearn / cic). It also reports the largest
+difference between the two encodings (they compute the same thing; only exact ties may differ).
+
+    python tools/bench_soft_encoding.py [--device cuda] [--repeats 5] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+try:
+    import cic
+except ImportError:  # running from a checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import cic
+
+import numpy as np
+import torch
+
+SHAPE = (40, 2, 56, 56)
+
+
+class ReleasedNNEncode:
+    """The released layer's encoder (scikit-learn ball tree, 10 neighbours), re-written for timing."""
+
+    def __init__(self, centers: np.ndarray, k: int = 10, sigma: float = 5.0):
+        from sklearn.neighbors import NearestNeighbors
+
+        self.centers = centers.astype(np.float64)
+        self.k, self.sigma = k, sigma
+        self.nbrs = NearestNeighbors(n_neighbors=k, algorithm="ball_tree").fit(self.centers)
+
+    def encode(self, ab: np.ndarray) -> np.ndarray:
+        n, _, h, w = ab.shape
+        flat = ab.transpose(0, 2, 3, 1).reshape(-1, 2)                  # flatten_nd_array(axis=1)
+        dists, inds = self.nbrs.kneighbors(flat)
+        wts = np.exp(-dists ** 2 / (2 * self.sigma ** 2))
+        wts /= wts.sum(axis=1, keepdims=True)
+        enc = np.zeros((flat.shape[0], len(self.centers)))
+        enc[np.arange(flat.shape[0])[:, None], inds] = wts
+        return enc.reshape(n, h, w, -1).transpose(0, 3, 1, 2)           # unflatten_2d_array
+
+
+def real_batch(seed: int = 0) -> np.ndarray:
+    """40 x 2 x 56 x 56 ab of random crops of scikit-image's colour photos (subsampled by 4, as the
+    training net subsamples the ab target)."""
+    from skimage import data
+
+    photos = [getattr(data, n)() for n in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")]
+    rng = np.random.default_rng(seed)
+    out = np.empty(SHAPE, np.float32)
+    for i in range(SHAPE[0]):
+        img = photos[i % len(photos)]
+        y = rng.integers(0, img.shape[0] - 224 + 1)
+        x = rng.integers(0, img.shape[1] - 224 + 1)
+        lab = cic.rgb2lab(img[y:y + 224:4, x:x + 224:4])
+        out[i] = lab[..., 1:].transpose(2, 0, 1)
+    return out
+
+
+def timeit(fns: dict, repeats: int, sync=lambda: None) -> dict:
+    """Time several functions interleaved (so that load from other processes hits all of them alike);
+    returns name -> (median, min) seconds, after one warm-up call each."""
+    for fn in fns.values():
+        fn()
+        sync()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu", help="device for cic (default cpu; the baseline is CPU-only)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed repetitions (default 7)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    released = ReleasedNNEncode(cic.load_bins())
+
+    print(f"batch {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]}x{SHAPE[3]} float32, cic on {dev}"
+          + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else f", {torch.get_num_threads()} threads")
+          + f", median of {args.repeats}; torch {torch.__version__}")
+    rng = np.random.default_rng(0)
+    for name, ab in (("random", rng.uniform(-110, 110, SHAPE).astype(np.float32)), ("real", real_batch())):
+        ab_t = torch.from_numpy(ab).to(dev)
+        res = timeit({"sklearn": lambda: released.encode(ab),
+                      "k10": lambda: cic.soft_encode(ab_t, k=10),
+                      "k5": lambda: cic.soft_encode(ab_t, k=5)}, args.repeats, sync)
+        diff = np.abs(cic.soft_encode(ab_t, k=10).cpu().numpy() - released.encode(ab)).max()
+        sk = res["sklearn"]
+        line = f"{name:6s}  sklearn ball tree k=10: {sk[0] * 1e3:7.1f} ms (min {sk[1] * 1e3:6.1f})"
+        for key, label in (("k10", "cic k=10"), ("k5", "cic k=5")):
+            med, mn = res[key]
+            line += f" | {label}: {med * 1e3:6.1f} ms (min {mn * 1e3:6.1f}) = {sk[0] / med:4.1f}x"
+        print(line + f" | max |diff| k=10: {diff:.1e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
