@@ -232,6 +232,26 @@ def test_resume_guards_and_map_growth(bl, tree, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_resume_after_a_cut_journal_line_with_the_database_ahead(bl, tree, tmp_path):
+    """A kill between the LMDB commit and the journal line (or in the middle of the line): the inputs after
+    the last whole journal line are done again and written with identical bytes."""
+    root, _ = tree
+    args = ["--root", root, "--split", "train", "--out", tmp_path / "db", "--resize", R, "--commit-every", 4]
+    build(bl, *args)
+    full = read_lmdb(tmp_path / "db")
+    ref = _manifest(tmp_path / "db")
+    journal = tmp_path / "db" / "build_journal.jsonl"
+    lines = journal.read_text().splitlines(keepends=True)
+    assert lines[0].startswith('{"format"') or '"header"' in lines[0]
+    journal.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])  # header, 2 commits, half a line
+    (tmp_path / "db" / "manifest.json").unlink()
+    build(bl, *args)
+    assert read_lmdb(tmp_path / "db") == full
+    m = _manifest(tmp_path / "db")
+    for k in ("count", "gray", "skipped", "converted"):
+        assert m[k] == ref[k], k
+
+
 def test_kill_and_resume_gives_the_same_database(bl, tree, tmp_path):
     root, _ = tree
     common = ["--root", str(root), "--split", "train", "--resize", str(R), "--commit-every", "2",

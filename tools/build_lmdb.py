@@ -107,19 +107,32 @@ class BuildError(RuntimeError):
 # =========================================================================================================
 
 def _walk_files(root: str, exclude: Sequence[str] = ()) -> List[str]:
-    """Relative paths of all non-hidden regular files under ``root``, sorted; directories in ``exclude``
-    (absolute) are not entered."""
-    out = []
+    """Relative paths (with ``/``) of all non-hidden regular files under ``root``, sorted; directories in
+    ``exclude`` (absolute) are not entered.  One ``scandir`` per directory, no extra ``stat`` per file."""
+    out: List[str] = []
     excl = {os.path.realpath(e) for e in exclude}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and os.path.realpath(os.path.join(dirpath, d)) not in excl)
-        for f in filenames:
-            if f.startswith("."):
+
+    def walk(d: str, prefix: str) -> None:
+        try:
+            entries = list(os.scandir(d))
+        except OSError as e:
+            print(f"warning: cannot list {d}: {e}", file=sys.stderr)
+            return
+        for ent in entries:
+            if ent.name.startswith("."):
                 continue
-            full = os.path.join(dirpath, f)
-            if os.path.isfile(full):
-                out.append(os.path.relpath(full, root).replace(os.sep, "/"))
+            try:
+                if ent.is_dir():
+                    real = os.path.realpath(ent.path)
+                    if real not in excl:
+                        excl.add(real)  # each directory once (symlink loops)
+                        walk(ent.path, prefix + ent.name + "/")
+                elif ent.is_file():
+                    out.append(prefix + ent.name)
+            except OSError:
+                continue
+
+    walk(root, "")
     out.sort()
     return out
 
