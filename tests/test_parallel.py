@@ -113,6 +113,28 @@ def test_cli_cpu_ranks_trains_data_parallel(tmp_path, reference, monkeypatch, ca
                          name=f"{layer.name}[{i}]")
 
 
+def test_torchrun_launch(tmp_path, reference):
+    """The same command under torchrun: every process is one rank (env://), CPU ranks on gloo."""
+    import subprocess
+    import sys
+
+    from test_cli import subprocess_env
+
+    d = write_tiny(tmp_path / "torchrun", batch=4, shuffle=False, dropout=False, **SOLVER)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_addr", "127.0.0.1", "--master_port", str(_port()),
+                        "-m", "torchcaffe.cli", "train", "-solver", "solver.prototxt"],
+                       cwd=d, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "torchrun: 2 ranks, backend gloo" in r.stdout and "All 2 ranks hold identical weights" in r.stdout
+    model = protoio.read_net_weights(str(d / f"snap/tiny_iter_{ITERS}.caffemodel"))
+    for layer in model.layer:
+        for i, bp in enumerate(layer.blobs):
+            assert_close(protoio.proto_to_array(bp), reference[f"{layer.name}__{i}"], rtol=1e-5,
+                         name=f"{layer.name}[{i}]")
+
+
 def test_rank_helpers_without_distributed():
     from torchcaffe import parallel
 

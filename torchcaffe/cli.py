@@ -331,14 +331,15 @@ def _train_torchrun(param, gpus, backend, snapshot, weights, sigint, sighup) -> 
     import torch
 
     parallel.init(backend, torch.device(device))
+    rank = parallel.solver_rank()
     try:
-        if parallel.solver_rank() == 0:
+        if rank == 0:
             _info(f"torchrun: {parallel.solver_count()} ranks, backend "
                   f"{torch.distributed.get_backend()}", "caffe.cpp:222")
         parallel.run_rank(param, device, snapshot, weights, sigint, sighup)
     finally:
         parallel.shutdown()
-    if parallel.solver_rank() == 0:
+    if rank == 0:
         _info("Optimization Done.", "caffe.cpp:259")
     return 0
 
