@@ -656,11 +656,12 @@ class Solver:
         if clip < 0:
             return
         params = self.net.learnable_params
-        sumsq = _F32(0)
-        for b in params:
-            d = b.diff_t
-            sumsq = _F32(sumsq + _F32(torch.dot(d.reshape(-1), d.reshape(-1)).item()))
-        l2norm = _F32(np.sqrt(sumsq))
+        if not params:
+            return
+        # float32 sum of each blob's sum of squares (Blob::sumsq_diff), one device sync in all
+        dots = [torch.dot(b.diff_t.reshape(-1), b.diff_t.reshape(-1)).reshape(1) for b in params]
+        sumsq = np.cumsum(torch.cat([d.to(dots[0].device) for d in dots]).cpu().numpy(), dtype=np.float32)[-1]
+        l2norm = _F32(np.sqrt(_F32(sumsq)))
         if l2norm > clip:
             scale = _F32(clip / l2norm)
             self._log(f"Gradient clipping: scaling down gradients (L2 norm {_f(l2norm)} > {_f(clip)}) by scale "
