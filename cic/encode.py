@@ -13,12 +13,12 @@ the k smallest are taken with ``torch.topk``. Two ways, same result:
   is precomputed -- every bin whose distance to the cell is at most the k-th smallest *farthest* distance
   from a bin to the cell. Any point in the cell has k bins within that bound, so its k nearest bins are all
   in the list (13 candidates for k = 5, 20 for k = 10 instead of 313). The exact distances to the candidates
-  are then computed as above, so the values are bit-identical to the brute-force ones. Cells are widened by
+  are then computed by the same formula, so they equal the brute-force values. Cells are widened by
   1e-3 ab units against rounding at their borders; points outside the table (|ab| beyond ~140) or not finite
-  use the brute-force path.
+  use the brute-force path, and so does everything when the table would be huge (very many fine bins).
 
-Pixels are processed in chunks of ``chunk`` pixels, so the working memory is at most about
-``chunk * Q * 3`` floats (16384 pixels: ~60 MB in float32) on top of the (N, Q, *spatial) output; a
+Pixels are processed in chunks of ``chunk`` pixels, and brute-force distances 4M at a time at most, so
+the working memory is a few tens of MB on top of the (N, Q, *spatial) output; a
 40 x 2 x 56 x 56 float32 batch (157 MB of output) stays under a few hundred MB. Exact ties at the k-th
 neighbour (equal distances, only possible for special ab values) are broken by ``torch.topk``, i.e.
 arbitrarily, like the released layer's scikit-learn ball tree.
@@ -52,35 +52,53 @@ def _check_ab(ab: torch.Tensor) -> None:
         raise ValueError(f"expected ab of shape (N, 2, ...), got {tuple(ab.shape)}")
 
 
+#: Largest (cells x bins) product for which a candidate table is built; beyond it, brute force.
+_TABLE_WORK_LIMIT = 2e8
+#: The brute-force path holds at most this many distances at once (in sub-chunks of pixels).
+_BRUTE_MAX_DISTANCES = 1 << 22
+
+
 def _nn_spacing(c: np.ndarray) -> float:
-    d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
-    np.fill_diagonal(d2, np.inf)
-    return float(np.sqrt(np.median(d2.min(axis=1))))
+    """Median distance from a centre to its nearest other centre."""
+    q = len(c)
+    step = max(1, (1 << 20) // q)                                   # ~1M distances at a time
+    nn = np.empty(q)
+    for s in range(0, q, step):
+        blk = c[s:s + step]
+        d2 = (blk[:, :1] - c[:, 0]) ** 2 + (blk[:, 1:] - c[:, 1]) ** 2
+        d2[np.arange(len(blk)), np.arange(s, s + len(blk))] = np.inf
+        nn[s:s + step] = d2.min(axis=1)
+    return float(np.sqrt(np.median(nn)))
 
 
 @functools.lru_cache(maxsize=32)
 def _table_cpu(key: bytes, q: int, k: int):
-    """Candidate table for centres ``key`` (float64 bytes): (origin (2,), cell, shape (na, nb), table)."""
+    """Candidate table for centres ``key`` (float64 bytes): (origin (2,), cell, (na, nb), table), or None
+    when it would be too large to build (then the brute-force path is used)."""
     c = np.frombuffer(key, np.float64).reshape(q, 2)
     spacing = _nn_spacing(c) if q > 1 else 1.0
     cell = spacing / 2 if spacing > 0 else 1.0
     margin = 5 * max(spacing, cell)
     lo = c.min(axis=0) - margin
     n = np.ceil((c.max(axis=0) + margin - lo) / cell).astype(int)
+    if float(n[0]) * float(n[1]) * q > _TABLE_WORK_LIMIT:
+        return None
     eps = 1e-3
     x0 = lo[0] + cell * np.arange(n[0]) - eps                       # widened cells [x0, x1] x [y0, y1]
     x1 = x0 + cell + 2 * eps
     y0 = lo[1] + cell * np.arange(n[1]) - eps
     y1 = y0 + cell + 2 * eps
-    # per axis: nearest and farthest offset of every bin from every cell interval
+    # per axis: squared nearest and farthest offsets of every bin from every cell interval
     dxn = np.maximum(0, np.maximum(x0[:, None] - c[:, 0], c[:, 0] - x1[:, None])) ** 2   # (na, Q)
     dxf = np.maximum(np.abs(c[:, 0] - x0[:, None]), np.abs(c[:, 0] - x1[:, None])) ** 2
     dyn = np.maximum(0, np.maximum(y0[:, None] - c[:, 1], c[:, 1] - y1[:, None])) ** 2   # (nb, Q)
     dyf = np.maximum(np.abs(c[:, 1] - y0[:, None]), np.abs(c[:, 1] - y1[:, None])) ** 2
-    near = (dxn[:, None, :] + dyn[None, :, :]).reshape(-1, q)       # (na * nb, Q)
-    far = (dxf[:, None, :] + dyf[None, :, :]).reshape(-1, q)
-    bound = np.partition(far, k - 1, axis=1)[:, k - 1]
-    cand = near <= bound[:, None] * (1 + 1e-9) + 1e-9
+    rows = []
+    for i in range(n[0]):                                           # one row of cells at a time
+        near = dxn[i] + dyn                                         # (nb, Q)
+        bound = np.partition(dxf[i] + dyf, k - 1, axis=1)[:, k - 1]  # k-th smallest farthest distance
+        rows.append(near <= bound[:, None] * (1 + 1e-9) + 1e-9)
+    cand = np.concatenate(rows)                                     # (na * nb, Q) bool
     m = int(cand.sum(axis=1).max())
     order = np.argsort(~cand, axis=1, kind="stable")[:, :m]         # candidates first, in bin order
     table = np.where(np.take_along_axis(cand, order, 1), order, q)  # q = padding (a bin at infinity)
@@ -94,9 +112,13 @@ def _table(c: torch.Tensor, k: int, released: bool):
     key = ("released" if released else c.detach().cpu().double().numpy().tobytes(), c.shape[0], k,
            c.device, c.dtype)
     if key not in _TABLES:
-        lo, cell, shape, table = _table_cpu(c.detach().cpu().double().numpy().tobytes(), c.shape[0], k)
+        built = _table_cpu(c.detach().cpu().double().numpy().tobytes(), c.shape[0], k)
         if len(_TABLES) > 64:
             _TABLES.clear()
+        if built is None:
+            _TABLES[key] = None
+            return None
+        lo, cell, shape, table = built
         inf = torch.full((1,), float("inf"), dtype=c.dtype, device=c.device)
         ca = torch.cat([c[:, 0], inf])                                  # bin q = Q: padding at infinity
         cb = torch.cat([c[:, 1], inf])
@@ -111,6 +133,16 @@ def _sqdist(p: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor) -> torch.Tensor
     d2 = da.mul_(da)
     db = p[:, 1:2] - cb
     return d2.addcmul_(db, db)
+
+
+def _brute_topk(p: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor, k: int):
+    """k smallest squared distances from p (P, 2) to all centres, sorted; at most 4M distances at once."""
+    rows = max(1, _BRUTE_MAX_DISTANCES // ca.shape[0])
+    if p.shape[0] <= rows:
+        return torch.topk(_sqdist(p, ca, cb), k, dim=1, largest=False, sorted=True)
+    parts = [torch.topk(_sqdist(p[s:s + rows], ca, cb), k, dim=1, largest=False, sorted=True)
+             for s in range(0, p.shape[0], rows)]
+    return torch.cat([v for v, _ in parts]), torch.cat([i for _, i in parts])
 
 
 @numpy_io
@@ -137,12 +169,13 @@ def knn_bins(ab: torch.Tensor, k: int = DEFAULT_K, centers=None, chunk: int = DE
     dist = torch.empty(pts.shape[0], k, dtype=ab.dtype, device=ab.device)
     index = torch.empty(pts.shape[0], k, dtype=torch.long, device=ab.device)
     ca, cb = c[:, 0], c[:, 1]
-    if method == "table":
-        lo, cell, (na, nb), table, ca_pad, cb_pad = _table(c, k, released=centers is None)
+    tab = _table(c, k, released=centers is None) if method == "table" else None
+    if tab is not None:
+        lo, cell, (na, nb), table, ca_pad, cb_pad = tab
     for s in range(0, pts.shape[0], chunk):
         p = pts[s:s + chunk]
-        if method == "brute":
-            vals, idx = torch.topk(_sqdist(p, ca, cb), k, dim=1, largest=False, sorted=True)
+        if tab is None:
+            vals, idx = _brute_topk(p, ca, cb, k)
         else:
             rel = (p - lo) / cell
             inside = (rel[:, 0] >= 0) & (rel[:, 0] < na) & (rel[:, 1] >= 0) & (rel[:, 1] < nb)
@@ -154,8 +187,7 @@ def knn_bins(ab: torch.Tensor, k: int = DEFAULT_K, centers=None, chunk: int = DE
             idx = cand.gather(1, j)
             out = ~inside
             if out.any():                                                # rare: far from the bins, or NaN
-                vo, io = torch.topk(_sqdist(p[out], ca, cb), k, dim=1, largest=False, sorted=True)
-                vals[out], idx[out] = vo, io
+                vals[out], idx[out] = _brute_topk(p[out], ca, cb, k)
         dist[s:s + chunk] = vals
         index[s:s + chunk] = idx
 

@@ -145,6 +145,17 @@ def test_candidate_table_equals_brute_force(centers):
             assert torch.allclose(d_of(i_t), d_of(i_b))                  # indices differ only among ties
 
 
+def test_many_fine_bins_use_brute_force_in_bounded_pieces():
+    g = np.arange(-60, 61)
+    fine = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)  # 14641 bins: no table
+    ab = np.random.default_rng(12).uniform(-70, 70, size=(1, 2, 600)) + 0.25  # off the grid lines
+    d, i = cic.knn_bins(ab, 3, centers=fine)
+    d2 = ((ab[0].T[:, None, :] - fine[None]) ** 2).sum(-1)
+    ref = np.sort(d2, axis=1)[:, :3]
+    assert np.allclose(d[0].T, ref, rtol=1e-12)
+    assert np.allclose(np.take_along_axis(d2, i[0].T, 1), ref, rtol=1e-12)
+
+
 def test_chunking_and_shapes_do_not_change_the_result():
     ab = torch.from_numpy(real_ab(3, 24))
     full = cic.soft_encode(ab, k=10)
