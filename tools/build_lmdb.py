@@ -59,8 +59,10 @@ JPEGs (to BGR), 16-bit images (to 8 bits), alpha channels (dropped), palette ima
 whose content is another format than their extension says (decoded by content).
 
 Speed and safety
-    Worker processes (``--workers``, default: all CPUs) decode, resize and test in input order
-    (``Pool.imap``); the main process writes batched transactions (``--commit-every`` inputs) and doubles
+    Worker processes (``--workers``, default: all CPUs; forked after torch and cic are loaded, so they
+    start at once) decode, resize, test and serialize in input order (``Pool.imap``, ``--chunksize``); their
+    Datums come back through a shared memory mapping rather than the result pipe (a bounded window of
+    inputs in flight); the main process writes batched transactions (``--commit-every`` inputs) and doubles
     the map size whenever LMDB reports it full.  A progress bar shows the rate and ETA.  After every
     commit, ``DIR/build_journal.jsonl`` records how far the build got with the gray/skipped/converted inputs
     so far; a killed or interrupted build, rerun with the same command, continues after the last journaled
@@ -79,6 +81,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -369,6 +372,10 @@ def _worker_init(cfg: dict) -> None:
     global _CFG
     _CFG = cfg
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if not cfg.get("in_process"):
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: it stops the pool
     if cfg.get("die_with_parent") and sys.platform.startswith("linux"):
         try:  # a worker dies with the main process (a killed build leaves no orphans behind)
             import ctypes
@@ -602,6 +609,11 @@ def process_image(path: str, rel: str, label: int, cfg: dict):
     return "ok", datum_bytes_raw(img, label), note
 
 
+#: (mmap, slots, slot size): an anonymous shared mapping made before the workers are forked; worker results
+#: travel through it instead of through the result pipe (see build_split)
+_SHM: Optional[tuple] = None
+
+
 def _task(task):
     index, rel, label, base = task
     cfg = _CFG
@@ -614,6 +626,11 @@ def _task(task):
         status, payload, info = process_image(os.path.join(base, rel), rel, label, cfg)
     except Exception as e:  # never abort the build on one image
         status, payload, info = "skip", None, f"error: {type(e).__name__}: {e}"
+    if payload is not None and _SHM is not None and cfg.get("use_shm") and len(payload) <= _SHM[2]:
+        mm, slots, size = _SHM
+        off = (index % slots) * size
+        mm[off:off + len(payload)] = payload
+        payload = len(payload)  # the main process reads it from slot index % slots
     return index, status, payload, info
 
 
@@ -759,9 +776,18 @@ def make_pool(args):
     """The worker processes (None with --workers 0: everything runs in this process)."""
     if args.workers <= 0:
         return None
+    global _SHM
     method = args.start_method or ("fork" if "fork" in mp.get_all_start_methods() else None)
     ctx = mp.get_context(method)
+    cfg = worker_config(args)
     if ctx.get_start_method() == "fork":
+        import mmap
+
+        # results of up to `slots` inputs in flight share this mapping with the forked workers
+        slots = max(64, 4 * args.workers * args.chunksize)
+        size = (3 * args.resize * args.resize + 4096) if args.resize > 0 else (4 << 20)
+        _SHM = (mmap.mmap(-1, slots * size), slots, size)
+        cfg["use_shm"] = True
         # load torch and the grayscale rule once here; forked workers share them instead of each
         # importing them again (importing starts no threads, so forking afterwards is safe)
         try:
@@ -769,7 +795,7 @@ def make_pool(args):
             from torchcaffe.proto import caffe_pb2  # noqa: F401
         except Exception:  # pragma: no cover - reported by the first image that needs them
             pass
-    return ctx.Pool(args.workers, initializer=_worker_init, initargs=(worker_config(args),))
+    return ctx.Pool(args.workers, initializer=_worker_init, initargs=(cfg,))
 
 
 def build_split(inputs: Inputs, out: str, args, log=print, get_pool=None) -> dict:
@@ -820,7 +846,24 @@ def build_split(inputs: Inputs, out: str, args, log=print, get_pool=None) -> dic
                          f"{have} (was data.mdb replaced?); rerun with --overwrite to rebuild")
 
     base = inputs.base
-    tasks = ((i, inputs.entries[i][0], inputs.entries[i][1], base) for i in range(start, n))
+    pool = get_pool() if (get_pool is not None and n > start) else None
+    shm = _SHM if pool is not None else None
+    permits = threading.Semaphore(shm[1] if shm else 1)
+    stop = threading.Event()
+
+    def task_iter():
+        # with shared-memory results, at most `slots` inputs are in flight: input i may use slot i % slots
+        # only once input i - slots has been read out by this loop (which then releases a permit)
+        for i in range(start, n):
+            if shm is not None:
+                while not permits.acquire(timeout=0.2):
+                    if stop.is_set():
+                        return
+            if stop.is_set():
+                return
+            yield i, inputs.entries[i][0], inputs.entries[i][1], base
+
+    tasks = task_iter()
     t0 = time.time()
     elapsed0 = journal.elapsed
     pending: List[Tuple[bytes, bytes]] = []
@@ -850,7 +893,6 @@ def build_split(inputs: Inputs, out: str, args, log=print, get_pool=None) -> dic
                        smoothing=0.05, mininterval=0.5, file=sys.stderr)
         except ImportError:  # pragma: no cover
             bar = None
-    pool = get_pool() if (get_pool is not None and n > start) else None
     try:
         if pool is not None:
             results = pool.imap(_task, tasks, chunksize=args.chunksize)
@@ -864,6 +906,11 @@ def build_split(inputs: Inputs, out: str, args, log=print, get_pool=None) -> dic
                 first_at = time.time() - t0
             last = index
             rel = inputs.entries[index][0]
+            if isinstance(payload, int):  # in the shared mapping
+                off = (index % shm[1]) * shm[2]
+                payload = shm[0][off:off + payload]
+            if shm is not None:
+                permits.release()
             if status == "ok":
                 key = f"{index:08d}_{rel}".encode("utf-8", "surrogateescape")
                 pending.append((key, payload))
@@ -887,10 +934,12 @@ def build_split(inputs: Inputs, out: str, args, log=print, get_pool=None) -> dic
                 flush(index + 1)
         flush(last + 1 if n > start else start)
     except KeyboardInterrupt:
+        stop.set()
         env.close()
         raise BuildError(f"interrupted; rerun the same command to resume {inputs.split} after input "
                          f"{journal.next}") from None
     finally:
+        stop.set()  # a task feeder waiting for a permit gives up (lets pool.terminate() finish)
         if bar is not None:
             bar.close()
 
