@@ -12,24 +12,21 @@ Every layer is a thin wrapper over :mod:`cic`. It has two paths that share one i
 layer class and the key. File paths that are not absolute resolve against the toolkit's ``data/``
 directory, never the working directory.
 
-Layers (bottoms -> tops; keys with defaults):
+Layers (bottoms -> tops; ``param_str`` keys with their defaults):
 
-=============================  ==================================================  ==========================
-``BGR2LabLayer``               N x 3 x H x W BGR 0..255 (Data blob) -> N x 3 x H x W Lab
-``NNEncLayer``                 N x 2 x H x W ab -> N x Q x H x W soft-encoding      ``k`` 5, ``sigma`` 5,
-                                                                                    ``bins`` "pts_in_hull.npy"
-``NonGrayMaskLayer``           N x 2 x H x W ab -> N x 1 x H x W (1: image not gray) ``threshold`` 5
-``PriorBoostLayer``            N x Q x H x W encoding -> N x 1 x H x W weight of     ``prior`` "prior_probs.npy",
-                               each pixel's argmax bin                               ``lambda`` 0.5
-``ClassRebalanceMultLayer``    scores, N x 1 x H x W weights -> scores (copy);
-                               backward: d scores = d top * weights
-``SoftmaxCrossEntropyLossLayer``  scores, target (same shape) -> loss (shape (1,))
-``AnnealedMeanLayer``          N x Q x H x W scores -> N x 2 x H x W ab              ``T`` 0.38,
-                                                                                    ``bins`` "pts_in_hull.npy"
-``BilinearUpsampleLayer``      N x C x h x w [, reference blob] -> N x C x H x W    ``size`` [H, W] or a
-                                                                                    second bottom,
-                                                                                    ``align_corners`` false
-=============================  ==================================================  ==========================
+* ``BGR2LabLayer``: N x 3 x H x W BGR 0..255 (the Data blob) -> N x 3 x H x W Lab. No keys.
+* ``NNEncLayer``: N x 2 x H x W ab -> N x Q x H x W soft-encoding.
+  ``{"k": 5, "sigma": 5, "bins": "pts_in_hull.npy"}`` (the released layer used k 10).
+* ``NonGrayMaskLayer``: N x 2 x H x W ab -> N x 1 x H x W, 1 at every pixel of a non-gray image, 0 in a
+  gray one. ``{"threshold": 5}``.
+* ``PriorBoostLayer``: N x Q x H x W encoding -> N x 1 x H x W rebalancing weight of each pixel's argmax bin.
+  ``{"prior": "prior_probs.npy", "lambda": 0.5}`` (the file holds the already smoothed prior).
+* ``ClassRebalanceMultLayer``: (N x C x H x W scores, N x 1 x H x W weights) -> a copy of the scores;
+  backward multiplies the gradient by the weights. No keys.
+* ``SoftmaxCrossEntropyLossLayer``: (scores, target of the same shape) -> loss, shape (1,). No keys.
+* ``AnnealedMeanLayer``: N x Q x H x W scores -> N x 2 x H x W ab. ``{"T": 0.38, "bins": "pts_in_hull.npy"}``.
+* ``BilinearUpsampleLayer``: N x C x h x w (and optionally a reference blob whose H x W it copies) ->
+  N x C x H x W. ``{"size": [H, W], "align_corners": false}``; give ``size`` or a second bottom.
 
 Gradients: ``ClassRebalanceMultLayer``, ``SoftmaxCrossEntropyLossLayer`` (to the scores),
 ``BilinearUpsampleLayer`` (the adjoint of the interpolation, to its first bottom) and ``AnnealedMeanLayer``
