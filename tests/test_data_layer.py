@@ -202,3 +202,18 @@ def test_one_top_and_thread_shutdown(small_db):
     for t in new:
         t.join(5)
         assert not t.is_alive()
+
+
+def test_bad_record_error_names_layer_and_key(tmp_path):
+    import lmdb
+
+    write_lmdb(tmp_path / "db", [np.zeros((3, 4, 4), np.uint8)] * 2)
+    env = lmdb.open(str(tmp_path / "db"), map_size=1 << 20)
+    with env.begin(write=True) as txn:
+        txn.put(b"00000001", b"\xff\xff not a datum")
+    env.close()
+    layer, top = make_layer(f'name: "bad" type: "Data" top: "data" data_param {{ source: "{tmp_path / "db"}" '
+                            f'batch_size: 2 backend: LMDB }}', TEST, ntop=1)
+    with pytest.raises(LayerError, match=r"layer 'bad'.*record b'00000001'"):
+        layer.forward([], top)
+    layer.close()

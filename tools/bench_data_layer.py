@@ -83,9 +83,9 @@ def main(argv=None) -> int:
     sync()
     dt = time.perf_counter() - t
     n = args.batches * args.batch_size
+    shape = "x".join(map(str, layer.datum_shape))
     print(f"Data layer ({args.phase}, batch {args.batch_size}, crop {args.crop}, mirror, prefetch "
-          f"{args.prefetch}, device {args.device}, {layer.entries} records of {'x'.join(map(str, layer.datum_shape))}"
-          f"): {n} images in {dt:.2f} s = {n / dt:.0f} images/s ({1000 * dt / args.batches:.1f} ms per batch); "
+          f"{args.prefetch}, device {args.device}, {layer.entries} records of {shape}): {n} images in {dt:.2f} s = {n / dt:.0f} images/s ({1000 * dt / args.batches:.1f} ms per batch); "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     layer.close()
     if tmp:

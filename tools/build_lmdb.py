@@ -417,6 +417,9 @@ def sniff(data: bytes) -> Optional[str]:
     return None
 
 
+_SOF_MARKERS = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+
+
 def _jpeg_info(data: bytes) -> dict:
     """Components, precision and size from the first SOF marker; whether the scan data is complete."""
     info = {}
@@ -432,7 +435,7 @@ def _jpeg_info(data: bytes) -> dict:
             i += 2
             continue
         seglen = int.from_bytes(data[i + 2:i + 4], "big")
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF) and i + 10 <= n:
+        if marker in _SOF_MARKERS and i + 10 <= n:
             info["precision"] = data[i + 4]
             info["height"] = int.from_bytes(data[i + 5:i + 7], "big")
             info["width"] = int.from_bytes(data[i + 7:i + 9], "big")

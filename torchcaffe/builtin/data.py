@@ -140,8 +140,10 @@ class _Prefetcher:
     BasePrefetchingDataLayer::InternalThreadEntry with a queue of ``prefetch`` batches)."""
 
     def __init__(self, env, entries: int, transformer: DataTransformer, batch_size: int, state: dict,
-                 rank: int, world: int, shard: bool, depth: int, pin: bool, name: str, want_label: bool):
+                 rank: int, world: int, shard: bool, depth: int, pin: bool, name: str, want_label: bool,
+                 source: str = ""):
         self.env = env
+        self.source = source
         self.entries = entries
         self.transformer = transformer
         self.batch_size = batch_size
@@ -198,17 +200,21 @@ class _Prefetcher:
                     while offset % self.world != self.rank:  # DataLayer::Skip
                         if not cur.next():
                             cur.first()
+                            if self.rank == 0:
+                                glog.info("Restarting data prefetching from start.", src="data_layer.cpp:87")
                         offset += 1
                 key, value = cur.item()
                 d = caffe_pb2.Datum()
-                d.ParseFromString(value)
                 try:
+                    d.ParseFromString(value)
                     images.append(tr.decode(d))
-                except TransformError as e:
-                    raise TransformError(f"record {key!r}: {e}") from None
+                except Exception as e:
+                    raise TransformError(f"record {key!r} of '{self.source}': {e}") from None
                 labels[i] = d.label
-                if not cur.next():  # DataLayer::Next: wrap around ("Restarting data prefetching from start.")
+                if not cur.next():  # DataLayer::Next: wrap around
                     cur.first()
+                    if self.rank == 0:
+                        glog.info("Restarting data prefetching from start.", src="data_layer.cpp:87")
                 offset += 1
                 if self.stop_event.is_set():
                     return
@@ -349,7 +355,7 @@ class DataLayer(Layer):
         pin = self.device.type == "cuda" and torch.cuda.is_available()
         self._pbox[0] = _Prefetcher(self._ebox[0], self.entries, self.transformer, self.batch_size, state,
                                     self.rank, self.world, self.shard, self.prefetch, pin, self.name,
-                                    self.output_labels)
+                                    self.output_labels, self.source)
 
     def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         shape = (self.batch_size,) + tuple(self.out_shape)
@@ -367,8 +373,8 @@ class DataLayer(Layer):
             p.pin = True  # moved to a GPU after setup (Net.to): pin the batches from now on
         try:
             batch = p.get()
-        except TransformError as e:
-            raise self.error(str(e)) from None
+        except Exception as e:  # from the prefetch thread: name the layer
+            raise self.error(str(e)) from e
         cuda = self.device.type == "cuda"
         top[0].data_t = batch.data.to(self.device, non_blocking=cuda) if cuda else batch.data
         if len(top) > 1:
