@@ -205,10 +205,11 @@ def nearest_bin(ab: torch.Tensor, centers=None, chunk: int = DEFAULT_CHUNK) -> t
 
 @numpy_io
 def soft_encode(ab: torch.Tensor, k: int = DEFAULT_K, sigma: float = DEFAULT_SIGMA, centers=None,
-                chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+                chunk: int = DEFAULT_CHUNK, out: torch.Tensor | None = None) -> torch.Tensor:
     """Soft-encoding ``(N, Q, *spatial)``: Gaussian weights (sigma, ab units) on the k nearest bins.
 
-    Each pixel's weights sum to 1; all other bins are 0. The argmax is the nearest bin.
+    Each pixel's weights sum to 1; all other bins are 0. The argmax is the nearest bin. ``out``: an
+    existing float tensor of that shape to write into (e.g. a Caffe top blob; avoids a fresh allocation).
     """
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
@@ -218,5 +219,12 @@ def soft_encode(ab: torch.Tensor, k: int = DEFAULT_K, sigma: float = DEFAULT_SIG
     c = as_centers(centers, ab)
     d2, idx = knn_bins(ab, k, c, chunk)
     w = torch.softmax(d2 * (-0.5 / sigma ** 2), dim=1)  # = exp(-d^2/2s^2) / sum, computed stably
-    out = torch.zeros((ab.shape[0], c.shape[0]) + tuple(ab.shape[2:]), dtype=ab.dtype, device=ab.device)
-    return out.scatter_(1, idx, w)
+    shape = (ab.shape[0], c.shape[0]) + tuple(ab.shape[2:])
+    if out is None:
+        out = torch.zeros(shape, dtype=ab.dtype, device=ab.device)
+    else:
+        if tuple(out.shape) != shape or not out.is_floating_point() or out.device != ab.device:
+            raise ValueError(f"soft_encode: out must be a float tensor of shape {shape} on {ab.device}, "
+                             f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+        out.zero_()
+    return out.scatter_(1, idx, w.to(out.dtype))

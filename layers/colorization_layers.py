@@ -187,6 +187,11 @@ class NNEncLayer(_TorchLayer):
     def forward_torch(self, bottom):
         return [cic.soft_encode(bottom[0], self.k, self.sigma, centers=self.centers)]
 
+    def forward(self, bottom, top):
+        # numpy path: the same cic call, writing straight into the (reused) top blob
+        cic.soft_encode(to_tensor(bottom[0].data), self.k, self.sigma, centers=self.centers,
+                        out=to_tensor(top[0].data))
+
 
 class NonGrayMaskLayer(_TorchLayer):
     """N x 2 x H x W ab -> N x 1 x H x W: 1 at every pixel of an image with some |a| or |b| above

@@ -162,8 +162,13 @@ def test_chunking_and_shapes_do_not_change_the_result():
     assert torch.equal(cic.soft_encode(ab, k=10, chunk=7), full)
     flat = cic.soft_encode(ab.reshape(3, 2, -1), k=10)                         # (N, 2, P) -> (N, Q, P)
     assert torch.equal(flat, full.reshape(3, 313, -1))
-    one = cic.soft_encode(ab[1:2].permute(2, 1, 3, 0)[..., 0].permute(1, 0, 2).reshape(1, 2, -1), k=10)
-    assert one.shape == (1, 313, 24 * 24)
+    buf = torch.full_like(full, 7.0)                                           # written in place
+    assert cic.soft_encode(ab, k=10, out=buf) is buf and torch.equal(buf, full)
+    nbuf = np.full(tuple(full.shape), 3.0, np.float32)                         # numpy out: same memory
+    cic.soft_encode(ab.numpy(), k=10, out=nbuf)
+    assert np.array_equal(nbuf, full.numpy())
+    with pytest.raises(ValueError, match="out must be"):
+        cic.soft_encode(ab, k=10, out=torch.zeros(3, 313, 24, 23))
 
 
 def test_nearest_bin_and_knn_against_brute_force():
