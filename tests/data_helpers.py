@@ -171,6 +171,10 @@ def make_imagenet_tree(root: Path, per_class: int = 4, n_val: int = 24, seed: in
         if i % 5 == 0:
             write(root / "val" / name, jpeg_bytes(near_gray_image(rng, h, w)))
             val[name] = {"status": "gray", "label": lab, "reason": None}
+        elif i == 3 and broken:
+            good = jpeg_bytes(colour_image(rng, h, w))
+            write(root / "val" / name, good[: len(good) // 2])
+            val[name] = {"status": "skip", "label": lab, "reason": "truncated JPEG"}
         else:
             write(root / "val" / name, jpeg_bytes(colour_image(rng, h, w)))
             val[name] = {"status": "ok", "label": lab, "reason": None}

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-os.environ["OMP_NUM_THREADS"] = "1"
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # subprocesses get 1 explicitly (data_helpers)
 
 import numpy as np
 import pytest
@@ -90,6 +90,9 @@ def test_val_test_vgg_membership(tree, built):
         colour = [n for n in chosen if exp["val"][n]["status"] == "ok"]
         assert m["inputs"] == len(chosen) and m["count"] == len(colour)
         assert sorted(m["gray"]) == sorted(n for n in chosen if exp["val"][n]["status"] == "gray")
+        skipped = {n: exp["val"][n]["reason"] for n in chosen if exp["val"][n]["status"] == "skip"}
+        assert set(m["skipped"]) == set(skipped)
+        assert all(r in m["skipped"][n] for n, r in skipped.items())
         records = read_lmdb(built / split)
         keys = [k.decode() for k, _ in records]
         assert keys == [f"{chosen.index(n):08d}_{n}" for n in colour]  # file-name order, index in the split
@@ -118,7 +121,7 @@ def test_gray_threshold_flag(bl, tree, tmp_path):
     build(bl, "--root", root, "--split", "val", "--val-first", 5, "--out", out, "--resize", R,
           "--gray-threshold", 1000)  # nothing has |a| or |b| above 1000: everything is gray
     m = _manifest(out)
-    assert m["count"] == 0 and len(m["gray"]) == 5 and read_lmdb(out) == []
+    assert m["count"] == 0 and len(m["gray"]) == 4 and len(m["skipped"]) == 1 and read_lmdb(out) == []
 
 
 def test_compute_prior_reads_a_built_split(tree, built, tmp_path, capsys):

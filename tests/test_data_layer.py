@@ -3,7 +3,7 @@ import gc
 import os
 import threading
 
-os.environ["OMP_NUM_THREADS"] = "1"
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # subprocesses get 1 explicitly (data_helpers)
 
 import numpy as np
 import pytest

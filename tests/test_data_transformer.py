@@ -1,7 +1,7 @@
 """DataTransformer: Caffe's crop / mirror / mean / scale, encoded Datums, and the randomness of TRAIN crops."""
 import os
 
-os.environ["OMP_NUM_THREADS"] = "1"
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # subprocesses get 1 explicitly (data_helpers)
 
 import numpy as np
 import pytest
