@@ -193,6 +193,23 @@ def test_devkit_ground_truth_labels(bl, tree, tmp_path):
     assert "devkit ground truth" in _manifest(out)["source"]["labels"]
 
 
+def test_val_in_class_folders_and_synsets_order(bl, tree, tmp_path):
+    """val/ sorted into wnid folders (a common layout): file-name order, labels from the folders in the
+    order of --synsets (Caffe's synsets.txt)."""
+    root, exp = tree
+    names = [n for n in sorted(exp["val"]) if exp["val"][n]["status"] == "ok"][:6]
+    order = [WNIDS[2], WNIDS[0], WNIDS[1]]
+    for k, n in enumerate(names):
+        write(tmp_path / "ilsvrc" / "val" / WNIDS[k % 3] / n, (root / "val" / n).read_bytes())
+    (tmp_path / "synsets.txt").write_text("".join(f"{w} some words\n" for w in order))
+    out = tmp_path / "db"
+    build(bl, "--root", tmp_path / "ilsvrc", "--split", "val", "--out", out, "--resize", R,
+          "--synsets", tmp_path / "synsets.txt")
+    recs = read_lmdb(out)
+    assert [k.decode() for k, _ in recs] == [f"{k:08d}_{WNIDS[k % 3]}/{n}" for k, n in enumerate(names)]
+    assert [datum_of(v).label for _, v in recs] == [order.index(WNIDS[k % 3]) for k in range(len(names))]
+
+
 def test_any_folder_list_and_encoded(bl, tree, tmp_path):
     import cv2
 
