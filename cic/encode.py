@@ -217,7 +217,7 @@ def soft_encode(ab: torch.Tensor, k: int = DEFAULT_K, sigma: float = DEFAULT_SIG
         _check_ab(ab)
         ab = ab.to(torch.float32)
     c = as_centers(centers, ab)
-    d2, idx = knn_bins(ab, k, c, chunk)
+    d2, idx = knn_bins(ab, k, centers, chunk)
     w = torch.softmax(d2 * (-0.5 / sigma ** 2), dim=1)  # = exp(-d^2/2s^2) / sum, computed stably
     shape = (ab.shape[0], c.shape[0]) + tuple(ab.shape[2:])
     if out is None:

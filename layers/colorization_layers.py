@@ -105,13 +105,19 @@ class _TorchLayer(_CaffeLayer):
         return int(v) if integer else float(v)
 
     def _bins(self):
+        """Sets ``self.centers`` (None for the released bins, which cic then uses by default and caches)
+        and ``self.q`` (the number of bins)."""
         v = self.params["bins"]
         if not isinstance(v, str) or not v:
             self._fail("bins", f"expected a file path, got {v!r}")
         path = cic.resolve_data_path(v)
         if not path.is_file():
             self._fail("bins", f"bin centres file not found: {path}")
-        return torch.as_tensor(cic.load_bins(path), dtype=torch.float64)
+        if path.resolve() == cic.resolve_data_path(cic.PTS_IN_HULL).resolve():
+            self.centers, self.q = None, cic.Q
+        else:
+            self.centers = torch.as_tensor(cic.load_bins(path), dtype=torch.float64)
+            self.q = self.centers.shape[0]
 
     # ---- pycaffe interface ----------------------------------------------------------------------
     def setup(self, bottom, top):
@@ -175,14 +181,14 @@ class NNEncLayer(_TorchLayer):
     PARAMS = {"k": cic.DEFAULT_K, "sigma": cic.DEFAULT_SIGMA, "bins": cic.PTS_IN_HULL}
 
     def _setup(self):
-        self.centers = self._bins()
-        self.k = self._number("k", lo=1, hi=self.centers.shape[0], integer=True)
+        self._bins()
+        self.k = self._number("k", lo=1, hi=self.q, integer=True)
         self.sigma = self._number("sigma", lo=0, lo_open=True)
 
     def top_shapes(self, shapes):
         self._expect(shapes[0], 2)
         n, _, h, w = shapes[0]
-        return [(n, self.centers.shape[0], h, w)]
+        return [(n, self.q, h, w)]
 
     def forward_torch(self, bottom):
         return [cic.soft_encode(bottom[0], self.k, self.sigma, centers=self.centers)]
@@ -305,11 +311,11 @@ class AnnealedMeanLayer(_TorchLayer):
     PARAMS = {"T": cic.DEFAULT_T, "bins": cic.PTS_IN_HULL}
 
     def _setup(self):
-        self.centers = self._bins()
+        self._bins()
         self.T = self._number("T", lo=0)
 
     def top_shapes(self, shapes):
-        self._expect(shapes[0], self.centers.shape[0])
+        self._expect(shapes[0], self.q)
         n, _, h, w = shapes[0]
         return [(n, 2, h, w)]
 

@@ -71,6 +71,21 @@ def test_nnenc(param_str, k):
     assert (enc.reshape(2, 313, -1).argmax(1) == nearest).mean() > 0.99
 
 
+def test_custom_bins_file(tmp_path):
+    bins = np.array([[0, 0], [20, 0], [0, 20], [-20, 0], [0, -20], [20, 20]], np.int64)
+    path = tmp_path / "bins6.npy"
+    np.save(path, bins)
+    ab = real_ab(1, 6, seed=9) / 5
+    ps = json.dumps({"k": 2, "bins": str(path)})
+    layer, _, top = both_paths(CL.NNEncLayer, ps, [ab])
+    assert layer.q == 6 and top[0].shape == (1, 6, 6, 6)
+    assert np.allclose(top[0].data, cic.soft_encode(ab, k=2, centers=bins), atol=1e-7)
+    _, _, top2 = both_paths(CL.AnnealedMeanLayer, json.dumps({"bins": str(path)}), [top[0].data])
+    assert top2[0].shape == (1, 2, 6, 6)
+    with pytest.raises(ValueError, match="NNEncLayer: param_str key 'k'"):
+        make_layer(CL.NNEncLayer, json.dumps({"k": 7, "bins": str(path)}), [ab])
+
+
 def test_nongray_mask():
     ab = real_ab(3, 8, seed=3)
     ab[1] *= 0.01                                                       # a gray image (|ab| < 5 everywhere)
