@@ -79,7 +79,6 @@ import json
 import multiprocessing as mp
 import os
 import re
-import shutil
 import sys
 import threading
 import time
