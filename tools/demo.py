@@ -126,8 +126,8 @@ def main(argv=None) -> int:
     images = make_images(args.crops)
     print("== 2. LMDBs (the seed's gray filter removes the grayscale photos)")
     for split in ("train", "val"):
-        run([py, "tools/build_lmdb.py", "--root", images / split, "--out", LMDB / split, "--resize", 64,
-             "--workers", 2, "--overwrite", "--quiet"])
+        run([py, "tools/build_lmdb.py", "--root", images / split, "--split", split if split == "train" else "all",
+             "--out", LMDB / split, "--resize", 64, "--workers", 2, "--overwrite", "--quiet"])
         manifest = json.loads((LMDB / split / "manifest.json").read_text())
         print(f"   {split}: {manifest['count']} images stored, {len(manifest['gray'])} filtered as gray, "
               f"{len(manifest['skipped'])} skipped")
