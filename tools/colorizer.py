@@ -34,7 +34,7 @@ def fill_fixed_layers(net, copied=()) -> list:
     weights (``copied``: the layers the weights file set) nor a filler in the prototxt provided them."""
     filled = []
     layer = net.layer_dict.get("class8_ab")
-    if layer is not None and "class8_ab" not in copied \
+    if layer is not None and layer.layer_param.type == "Convolution" and "class8_ab" not in copied \
             and not layer.layer_param.convolution_param.HasField("weight_filler"):
         w = layer.blobs[0]
         w.data_t = torch.as_tensor(cic.load_bins().T.astype(np.float32)).reshape(w.shape)

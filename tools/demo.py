@@ -102,7 +102,9 @@ def evaluate(weights: Path) -> dict:
     model = Colorizer(DEPLOY, weights)
     rgb = read_image(OUT / f"{HELD_OUT}.png")
     out = model.colorize(rgb)
-    write_image(OUT / f"{HELD_OUT}_colorized.png", out)
+    gray = np.repeat(np.round(255 * cic.lab2rgb(np.dstack([cic.rgb2lab(rgb)[..., :1], np.zeros(rgb.shape[:2] + (2,))])))
+                     .astype(np.uint8)[..., :1], 3, axis=2)
+    write_image(OUT / f"{HELD_OUT}_gray_colorized_original.png", np.concatenate([gray, out, rgb], axis=1))
     gt_ab = torch.from_numpy(cic.rgb2lab(rgb)[..., 1:].transpose(2, 0, 1)[None].astype(np.float32))
     pred_ab = torch.from_numpy(cic.rgb2lab(out)[..., 1:].transpose(2, 0, 1)[None].astype(np.float32))
     prior = torch.from_numpy(cic.load_prior(PRIOR))
@@ -149,7 +151,7 @@ def main(argv=None) -> int:
         print(f"   {label:>14}: AuC {s['auc']:.1f} %, class-rebalanced AuC {s['auc_rebalanced']:.1f} %")
     (OUT / "scores.json").write_text(json.dumps(scores, indent=2))
     print(f"== done in {time.time() - t0:.0f} s: see {OUT.relative_to(REPO)}/ "
-          f"({HELD_OUT}_colorized.png, train.log, scores.json)")
+          f"({HELD_OUT}_colorized.png, {HELD_OUT}_gray_colorized_original.png, train.log, scores.json)")
     return 0
 
 

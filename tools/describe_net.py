@@ -35,13 +35,14 @@ from collections import defaultdict
 from fractions import Fraction
 from pathlib import Path
 
-from google.protobuf import text_format
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from torchcaffe.proto import caffe_pb2  # noqa: E402
+from torchcaffe.net import filter_net  # noqa: E402
+from torchcaffe.protoio import CaffeFormatError, read_net_param  # noqa: E402
 
 HEADER = ("layer", "X", "C", "S", "D", "Sa", "De", "BN", "L")
 YES, NO = "\u2713", "-"
@@ -69,38 +70,16 @@ class DescribeError(ValueError):
 
 
 def read_net(path) -> "caffe_pb2.NetParameter":
-    net = caffe_pb2.NetParameter()
-    text_format.Parse(Path(path).read_text(), net)
-    return net
-
-
-# ---- NetState filtering (Caffe's Net::StateMeetsRule) ----------------------------------------------------
-
-def _meets(state: "caffe_pb2.NetState", rule: "caffe_pb2.NetStateRule") -> bool:
-    if rule.HasField("phase") and rule.phase != state.phase:
-        return False
-    if rule.HasField("min_level") and state.level < rule.min_level:
-        return False
-    if rule.HasField("max_level") and state.level > rule.max_level:
-        return False
-    if any(s not in state.stage for s in rule.stage):
-        return False
-    if any(s in state.stage for s in rule.not_stage):
-        return False
-    return True
+    """The net as the runtime reads it (upgraded; errors name the file, line and column)."""
+    return read_net_param(str(path))
 
 
 def filter_layers(net, phase: int, level: int = 0, stages=()) -> list:
-    state = caffe_pb2.NetState(phase=phase, level=level, stage=list(stages))
-    out = []
-    for layer in net.layer:
-        if layer.include:
-            keep = any(_meets(state, r) for r in layer.include)
-        else:
-            keep = not any(_meets(state, r) for r in layer.exclude)
-        if keep:
-            out.append(layer)
-    return out
+    """The layers a net of this phase/level/stages keeps (the runtime's Net::FilterNet)."""
+    p = caffe_pb2.NetParameter()
+    p.CopyFrom(net)
+    p.state.CopyFrom(caffe_pb2.NetState(phase=phase, level=level, stage=list(stages)))
+    return list(filter_net(p).layer)
 
 
 # ---- geometry ------------------------------------------------------------------------------------------
@@ -383,7 +362,10 @@ def main(argv=None) -> int:
         net = read_net(args.prototxt)
         rows, total, warnings = describe(net, args.size, getattr(caffe_pb2, args.phase), args.data_channels,
                                          args.with_stats, args.all)
-    except (DescribeError, text_format.ParseError, OSError) as e:
+    except CaffeFormatError as e:  # already names the file (and line, column)
+        print(f"describe_net: {e}", file=sys.stderr)
+        return 1
+    except (DescribeError, OSError) as e:
         print(f"describe_net: {args.prototxt}: {e}", file=sys.stderr)
         return 1
     for w in warnings:
