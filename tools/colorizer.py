@@ -81,6 +81,16 @@ class Colorizer:
         self.net.forward()
         return np.array(self.net.blobs[self.output].data[0])
 
+    def predict_ab_full(self, L: torch.Tensor) -> torch.Tensor:
+        """ab ``(N, 2, H, W)`` for a batch of lightness ``L`` ``(N, 1, H, W)`` (0..100), run at the batch's own
+        size (the nets are fully convolutional; H and W must be multiples of 8), upsampled bilinearly to H x W."""
+        blob = self.net.blobs["data_l"]
+        blob.reshape(*L.shape)
+        self.net.reshape()
+        blob.data_t = L - 50.0
+        self.net.forward_loss()
+        return cic.upsample_bilinear(self.net.blobs[self.output].data_t, L.shape[-2:])
+
     def colorize(self, rgb: np.ndarray) -> np.ndarray:
         """Colorized RGB uint8 image of the input's size (the input's own L, the predicted ab)."""
         img = _as_float_rgb(rgb)
