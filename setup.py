@@ -20,6 +20,7 @@ setup(
     package_data={"torchcaffe.proto": ["caffe.proto"]},
     install_requires=[
         "torch>=2.1",
+        "kornia>=0.7",
         "numpy>=1.23",
         "protobuf>=5.26",
         "lmdb>=1.4",
@@ -30,6 +31,7 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.6",
     ],
+    # scikit-learn: the released soft-encoding (ball tree) that tools/bench_soft_encoding.py compares with
     extras_require={"test": ["pytest>=7", "scikit-learn>=1.2"]},
     entry_points={"console_scripts": ["caffe=torchcaffe.cli:main"]},
 )
