@@ -6,7 +6,8 @@
 2. ``tools/build_lmdb.py``: the train and val LMDBs of Caffe Datums (``data/lmdb/demo/{train,val}``).
 3. ``tools/compute_prior.py``: the smoothed ab prior of the train split (``data/prior_probs_demo.npy``).
 4. ``caffe train -solver prototxt/demo/solver.prototxt``: the 1/8-width Table 1 net with its four
-   class-rebalanced losses (log in ``demo_out/train.log``; snapshots in ``snapshots/demo/``).
+   class-rebalanced losses (log in ``demo_out/train.log``, plotted in ``demo_out/loss.png``; snapshots in
+   ``snapshots/demo/``).
 5. ``tools/colorize_image.py`` with the trained deploy net on a photo held out of training, and the paper's
    AuC metrics for it next to the all-gray baseline (ab = 0).
 
@@ -141,6 +142,7 @@ def main(argv=None) -> int:
         shutil.rmtree(snapshots)
     snapshots.mkdir(parents=True)
     run([caffe, "train", "-solver", SOLVER.relative_to(REPO)], log=OUT / "train.log")
+    run([py, "tools/plot_training_log.py", OUT / "train.log", OUT / "loss.png"])
     weights = max(snapshots.glob("*.caffemodel"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     print("== 5. colorizing the held-out photo")
     run([py, "tools/colorize_image.py", "-img_in", OUT / f"{HELD_OUT}.png",
@@ -151,7 +153,7 @@ def main(argv=None) -> int:
         print(f"   {label:>14}: AuC {s['auc']:.1f} %, class-rebalanced AuC {s['auc_rebalanced']:.1f} %")
     (OUT / "scores.json").write_text(json.dumps(scores, indent=2))
     print(f"== done in {time.time() - t0:.0f} s: see {OUT.relative_to(REPO)}/ "
-          f"({HELD_OUT}_colorized.png, {HELD_OUT}_gray_colorized_original.png, train.log, scores.json)")
+          f"({HELD_OUT}_colorized.png, {HELD_OUT}_gray_colorized_original.png, train.log, loss.png, scores.json)")
     return 0
 
 
