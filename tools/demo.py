@@ -49,8 +49,9 @@ def run(cmd, log=None):
                                 text=True)
         for line in proc.stdout:
             f.write(line)
-            if "loss = " in line or "Test net output" in line or "Snapshotting" in line or "Optimization" in line:
-                print("  " + line.rstrip(), flush=True)
+            every_250 = "Iteration " in line and "loss = " in line and int(line.split("Iteration ")[1].split()[0].rstrip(",")) % 250 == 0
+            if every_250 or "Test net output" in line or "Snapshotting" in line or "Optimization Done" in line:
+                print("  " + line.rstrip().split("] ", 1)[-1], flush=True)
         if proc.wait():
             raise subprocess.CalledProcessError(proc.returncode, cmd)
 
