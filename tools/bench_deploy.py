@@ -4,7 +4,7 @@
     python tools/bench_deploy.py [--prototxt prototxt/release_v2/colorization_deploy_v2.prototxt]
                                  [--iterations 10] [--gpu 0] [--threads N]
 
-The net gets random weights (He-normal), which torchcaffe writes as a binary caffemodel; OpenCV's independent
+The net gets random weights (He-normal; colorizer.random_colorization_weights), which torchcaffe writes as a binary caffemodel; OpenCV's independent
 Caffe importer (cv2.dnn.readNetFromCaffe) loads that file.  Prints the median forward time of each, and the
 largest relative difference of the outputs (the same check tests/test_opencv_crosscheck.py makes).  With
 ``--gpu N`` torchcaffe runs on CUDA device N (OpenCV stays on the CPU).
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from colorizer import REPO, ab_output, fill_fixed_layers, randomize_weights  # noqa: E402
+from colorizer import REPO, ab_output, random_colorization_weights  # noqa: E402
 import torchcaffe as caffe  # noqa: E402
 
 DEFAULT = REPO / "prototxt" / "release_v2" / "colorization_deploy_v2.prototxt"
@@ -54,8 +54,7 @@ def main(argv=None) -> int:
         cv2.setNumThreads(args.threads)
     device = "cpu" if args.gpu < 0 else f"cuda:{args.gpu}"
     net = caffe.Net(args.prototxt, caffe.TEST, device="cpu")
-    randomize_weights(net, seed=0)
-    fill_fixed_layers(net)
+    random_colorization_weights(net, seed=0)
     x = np.random.default_rng(0).uniform(-50, 50, net.blobs["data_l"].shape).astype(np.float32)
     out_name = ab_output(net)
     with tempfile.TemporaryDirectory() as tmp:

@@ -165,3 +165,15 @@ def randomize_weights(net, seed: int = 0) -> None:
             w.data_t = torch.randn(w.shape, generator=g) * (2.0 / max(fan_in, 1)) ** 0.5
             for b in blobs[1:]:
                 b.data_t = 0.01 * torch.randn(b.shape, generator=g)
+
+
+def random_colorization_weights(net, seed: int = 0) -> None:
+    """Random weights for a colorization deploy net, for benchmarks and cross-checks: He-normal everywhere,
+    ``conv8_313`` scaled down so that its logits have a trained net's magnitude (~10 rather than ~100, which
+    the temperature softmax would turn into one-hot distributions that amplify float32 rounding), and the
+    fixed layers (bin centres, temperature) filled in."""
+    randomize_weights(net, seed)
+    if "conv8_313" in net.params:
+        w = net.params["conv8_313"][0]
+        w.data_t = 0.1 * w.data_t
+    fill_fixed_layers(net)
