@@ -42,6 +42,9 @@ def main(argv=None) -> int:
         print(f"colorize_image: {len(ins)} inputs but {len(outs)} outputs", file=sys.stderr)
         return 2
     device = "cpu" if args.gpu < 0 else f"cuda:{args.gpu}"
+    import torchcaffe
+
+    torchcaffe.init_log(1)  # warnings and errors only
     try:
         model = Colorizer(args.prototxt, args.caffemodel, device=device)
         if model.filled:

@@ -8,8 +8,9 @@
 4. ``caffe train -solver prototxt/demo/solver.prototxt``: the 1/8-width Table 1 net with its four
    class-rebalanced losses (log in ``demo_out/train.log``, plotted in ``demo_out/loss.png``; snapshots in
    ``snapshots/demo/``).
-5. ``tools/colorize_image.py`` with the trained deploy net on a photo held out of training, and the paper's
-   AuC metrics for it next to the all-gray baseline (ab = 0).
+5. ``tools/colorize_image.py`` with the trained deploy net on a photo held out of training.
+6. ``tools/evaluate_auc.py``: the paper's AuC metrics on the held-out val crops, next to the all-gray
+   prediction (ab = 0).
 
 Every step is one of the toolkit's own commands, printed before it runs.  ``--iterations`` shortens training.
 """
@@ -94,27 +95,16 @@ def make_images(crops_per_photo: int) -> Path:
     return root
 
 
-def evaluate(weights: Path) -> dict:
-    """AuC of the trained net on the held-out photo, and of the all-gray prediction (ab = 0)."""
-    import torch
-
+def side_by_side(colorized: Path, out: Path) -> None:
+    """gray input | colorized | original, in one image."""
     import cic
-    from colorizer import Colorizer, read_image, write_image
+    from colorizer import read_image, write_image
 
-    model = Colorizer(DEPLOY, weights)
-    rgb = read_image(OUT / f"{HELD_OUT}.png")
-    out = model.colorize(rgb)
-    gray = np.repeat(np.round(255 * cic.lab2rgb(np.dstack([cic.rgb2lab(rgb)[..., :1], np.zeros(rgb.shape[:2] + (2,))])))
-                     .astype(np.uint8)[..., :1], 3, axis=2)
-    write_image(OUT / f"{HELD_OUT}_gray_colorized_original.png", np.concatenate([gray, out, rgb], axis=1))
-    gt_ab = torch.from_numpy(cic.rgb2lab(rgb)[..., 1:].transpose(2, 0, 1)[None].astype(np.float32))
-    pred_ab = torch.from_numpy(cic.rgb2lab(out)[..., 1:].transpose(2, 0, 1)[None].astype(np.float32))
-    prior = torch.from_numpy(cic.load_prior(PRIOR))
-    scores = {}
-    for label, ab in (("trained net", pred_ab), ("gray (ab = 0)", torch.zeros_like(gt_ab))):
-        scores[label] = {"auc": 100 * float(cic.auc(ab, gt_ab)),
-                         "auc_rebalanced": 100 * float(cic.rebalanced_auc(ab, gt_ab, prior=prior))}
-    return scores
+    rgb, col = read_image(OUT / f"{HELD_OUT}.png"), read_image(colorized)
+    L = cic.rgb2lab(rgb)[..., :1]
+    gray = cic.lab2rgb(np.concatenate([L, np.zeros_like(L), np.zeros_like(L)], axis=2))
+    gray = (255 * gray + 0.5).astype(np.uint8)
+    write_image(out, np.concatenate([gray, col, rgb], axis=1))
 
 
 def main(argv=None) -> int:
@@ -146,15 +136,15 @@ def main(argv=None) -> int:
     run([py, "tools/plot_training_log.py", OUT / "train.log", OUT / "loss.png"])
     weights = max(snapshots.glob("*.caffemodel"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     print("== 5. colorizing the held-out photo")
-    run([py, "tools/colorize_image.py", "-img_in", OUT / f"{HELD_OUT}.png",
-         "-img_out", OUT / f"{HELD_OUT}_colorized.png", "-prototxt", DEPLOY.relative_to(REPO),
-         "-caffemodel", weights])
-    scores = evaluate(weights)
-    for label, s in scores.items():
-        print(f"   {label:>14}: AuC {s['auc']:.1f} %, class-rebalanced AuC {s['auc_rebalanced']:.1f} %")
-    (OUT / "scores.json").write_text(json.dumps(scores, indent=2))
+    colorized = OUT / f"{HELD_OUT}_colorized.png"
+    run([py, "tools/colorize_image.py", "-img_in", OUT / f"{HELD_OUT}.png", "-img_out", colorized,
+         "-prototxt", DEPLOY.relative_to(REPO), "-caffemodel", weights])
+    side_by_side(colorized, OUT / f"{HELD_OUT}_gray_colorized_original.png")
+    print("== 6. the paper's AuC metrics on the held-out val split, next to the all-gray prediction")
+    run([py, "tools/evaluate_auc.py", "-prototxt", DEPLOY.relative_to(REPO), "-caffemodel", weights,
+         "-lmdb", LMDB / "val", "-prior", PRIOR.name, "-batch", 4])
     print(f"== done in {time.time() - t0:.0f} s: see {OUT.relative_to(REPO)}/ "
-          f"({HELD_OUT}_colorized.png, {HELD_OUT}_gray_colorized_original.png, train.log, loss.png, scores.json)")
+          f"({HELD_OUT}_gray_colorized_original.png, train.log, loss.png)")
     return 0
 
 

@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("-gpu", "--gpu", type=int, default=-1)
     args = ap.parse_args(argv)
     device = "cpu" if args.gpu < 0 else f"cuda:{args.gpu}"
+    caffe.init_log(1)  # the runtime's INFO lines would interleave with the progress bar
     try:
         model = Colorizer(args.prototxt, args.caffemodel, device=device)
         prior = torch.from_numpy(cic.load_prior(args.prior))
