@@ -22,12 +22,14 @@ class _Synced:
     def __init__(self, tensor: torch.Tensor):
         self.tensor_ = tensor
         self.host = None      # numpy mirror, only used off the CPU
-        self.head = "device"  # "device": tensor is newest; "host": mirror is newest; "synced": both equal
+        self.head = "device"  # "device": the tensor is newest; "host": the numpy mirror is newest
 
     def tensor(self) -> torch.Tensor:
+        """The device tensor, current; the caller may modify it in place (Caffe's mutable_gpu_data), so the
+        host mirror is re-read on the next ``numpy()``."""
         if self.head == "host":
             self.tensor_.copy_(torch.from_numpy(self.host))
-            self.head = "synced"
+        self.head = "device"
         return self.tensor_
 
     def set_tensor(self, t: torch.Tensor) -> None:
