@@ -1,0 +1,57 @@
+"""tools/colorizer.py: released-style weights without the fixed layers are completed as OpenCV's sample does."""
+import sys
+
+import numpy as np
+
+import torchcaffe as caffe
+from conftest import REPO, assert_close
+from torchcaffe.protoio import read_net_weights, write_binaryproto
+
+sys.path.insert(0, str(REPO / "tools"))
+from colorizer import Colorizer, fill_fixed_layers  # noqa: E402
+
+
+def test_weights_without_bin_centres_are_completed(golden, tmp_path):
+    d = golden / "data_and_colornet"
+    weights = read_net_weights(str(d / "narrow_colornet.caffemodel"))
+    stripped = [l.name for l in weights.layer if l.name == "class8_ab" and len(l.blobs)]
+    assert stripped == ["class8_ab"]
+    for l in weights.layer:
+        if l.name == "class8_ab":
+            del l.blobs[:]
+    model = tmp_path / "no_centres.caffemodel"
+    write_binaryproto(weights, str(model))
+    colorizer = Colorizer(d / "narrow_colornet_deploy.prototxt", model)
+    assert colorizer.filled == ["class8_ab"]  # the scale has a filler (2.606) in this prototxt: kept
+    z = np.load(d / "narrow_colornet_golden.npz")
+    colorizer.net.forward(data_l=z["input_data_l"])
+    assert_close(colorizer.net.blobs["class8_ab"].data, z["blob__class8_ab"], name="class8_ab")
+
+
+def test_scale_without_filler_gets_the_released_value():
+    text = """
+    layer { name: "x" type: "Input" top: "conv8_313" input_param { shape { dim: 1 dim: 313 dim: 2 dim: 2 } } }
+    layer { name: "conv8_313_rh" type: "Scale" bottom: "conv8_313" top: "conv8_313_rh" }
+    """
+    from google.protobuf import text_format
+    from torchcaffe.proto import caffe_pb2
+
+    p = caffe_pb2.NetParameter()
+    text_format.Merge(text, p)
+    net = caffe.Net(p, caffe.TEST)
+    assert fill_fixed_layers(net) == ["conv8_313_rh"]
+    np.testing.assert_allclose(net.params["conv8_313_rh"][0].data, 2.606, rtol=1e-7)
+    assert fill_fixed_layers(net, copied=["conv8_313_rh"]) == []
+
+
+def test_colorize_keeps_size_and_lightness(tmp_path):
+    import skimage.data
+    from skimage.color import rgb2lab
+
+    colorizer = Colorizer(REPO / "prototxt" / "demo" / "colorization_deploy.prototxt")
+    rgb = skimage.data.coffee()[:101, :157]
+    out = colorizer.colorize(rgb)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    # the output's L is the input's own (up to 8-bit rounding and gamut clipping)
+    dl = np.abs(rgb2lab(out)[..., 0] - rgb2lab(rgb)[..., 0])
+    assert np.median(dl) < 0.5
