@@ -55,3 +55,22 @@ def test_colorize_keeps_size_and_lightness(tmp_path):
     # the output's L is the input's own (up to 8-bit rounding and gamut clipping)
     dl = np.abs(rgb2lab(out)[..., 0] - rgb2lab(rgb)[..., 0])
     assert np.median(dl) < 0.5
+
+
+def test_colorize_image_command(tmp_path):
+    import subprocess
+
+    import cv2
+    import skimage.data
+
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), skimage.data.chelsea()[..., ::-1])
+    dst = tmp_path / "out.png"
+    cmd = [sys.executable, str(REPO / "tools" / "colorize_image.py"), "-img_in", str(src), "-img_out", str(dst),
+           "-prototxt", str(REPO / "prototxt" / "demo" / "colorization_deploy.prototxt")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert cv2.imread(str(dst)).shape == (300, 451, 3)
+    r = subprocess.run(cmd[:3] + [str(tmp_path / "missing.jpg")] + cmd[4:], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1 and "missing.jpg: no such file" in r.stderr
