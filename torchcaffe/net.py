@@ -20,7 +20,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from . import mode
+from . import glog, mode
 from .blob import Blob
 from .layer import Layer, LayerError, create_layer
 from .proto import caffe_pb2
@@ -189,6 +189,12 @@ class Net:
 
     # -- construction -------------------------------------------------------------------------------------
     def _init(self, in_param: "caffe_pb2.NetParameter") -> None:
+        from google.protobuf import text_format
+
+        log = glog.enabled(glog.INFO)
+        if log:
+            glog.info("Initializing net from parameters: \n" + text_format.MessageToString(filter_net(in_param)),
+                      src="net.cpp:51")
         param = insert_splits(filter_net(in_param))
         self.name = param.name
         self.param = param
@@ -222,6 +228,8 @@ class Net:
         for layer_id, lp in enumerate(param.layer):
             if not lp.HasField("phase"):
                 lp.phase = self.phase
+            if log:
+                glog.info(f"Creating Layer {lp.name}", src="net.cpp:84")
             try:
                 layer = create_layer(lp, lp.phase, self.device)
             except LayerError as e:
@@ -270,11 +278,23 @@ class Net:
             self.bottom_need_backward.append(b_need)
             bottom = [self._blob_list[i] for i in b_ids]
             top = [self._blob_list[i] for i in t_ids]
+            if log:
+                for i in b_ids:
+                    glog.info(f"{lp.name} <- {self._blob_names[i]}", src="net.cpp:406")
+                for i in t_ids:
+                    glog.info(f"{lp.name} -> {self._blob_names[i]}", src="net.cpp:380")
+                glog.info(f"Setting up {lp.name}", src="net.cpp:122")
             try:
                 layer.setup(bottom, top)
             except LayerError as e:
                 raise NetError(str(e)) from None
             self._set_loss_weights(layer_id, lp, layer, t_ids)
+            if log:
+                for j, t in enumerate(top):
+                    shape = " ".join(str(d) for d in t.shape)
+                    glog.info(f"Top shape: {shape} ({t.count})", src="net.cpp:129")
+                    if layer.top_loss_weights[j]:
+                        glog.info(f"    with loss weight {glog.fmt(layer.top_loss_weights[j])}", src="net.cpp:132")
             n_blobs = len(layer.blobs)
             if len(lp.param) > n_blobs:
                 raise NetError(f"too many params specified for layer '{lp.name}': {len(lp.param)} param "
@@ -297,6 +317,13 @@ class Net:
         for i, layer in enumerate(self.layers):
             layer.set_need_backward(self.layer_need_backward[i], self.bottom_need_backward[i])
         self._output_ids = [self._blob_index[n] for n in sorted(available, key=lambda n: self._blob_index[n])]
+        if log:
+            for i in range(len(self.layers) - 1, -1, -1):
+                need = "needs" if self.layer_need_backward[i] else "does not need"
+                glog.info(f"{self._layer_names[i]} {need} backward computation.", src="net.cpp:198")
+            for i in self._output_ids:
+                glog.info(f"This network produces output {self._blob_names[i]}", src="net.cpp:242")
+            glog.info("Network initialization done.", src="net.cpp:255")
         self.blobs = OrderedDict((n, b) for n, b in zip(self._blob_names, self._blob_list))
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
 
