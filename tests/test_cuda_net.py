@@ -1,5 +1,5 @@
 """Whole nets on a CUDA device agree with the CPU: the golden layer net through caffe.Net, the demo train net
-with its Python layers (fast path on the device), and a few solver steps.  Skipped without CUDA."""
+(Python layers on their fast path on the device), and a few solver steps.  Skipped without CUDA."""
 import numpy as np
 import pytest
 import torch
@@ -25,7 +25,7 @@ def test_golden_layer_net_through_net_on_cuda():
         assert_close(blob.diff, z[f"train_diff__{name}"], name=f"diff {name}")
 
 
-def test_demo_train_net_cuda_matches_cpu():
+def test_demo_deploy_net_with_python_layers_cuda_matches_cpu():
     proto = str(REPO / "prototxt" / "demo" / "colorization_deploy.prototxt")
     cpu = caffe.Net(proto, caffe.TEST)
     cuda = caffe.Net(proto, caffe.TEST, device="cuda")
