@@ -1,5 +1,5 @@
-"""Whole nets on a CUDA device agree with the CPU: the golden layer net through caffe.Net, the demo train net
-(Python layers on their fast path on the device), and a few solver steps.  Skipped without CUDA."""
+"""Whole nets on a CUDA device: the golden layer net through caffe.Net matches BVLC Caffe, and the demo deploy
+net (Python layers on their fast path on the device) matches the CPU.  Skipped without CUDA."""
 import numpy as np
 import pytest
 import torch
