@@ -53,6 +53,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
     device = "cpu" if args.gpu < 0 else f"cuda:{args.gpu}"
+    caffe.init_log(1)  # no net-construction INFO lines
     net = caffe.Net(args.prototxt, caffe.TEST, device="cpu")
     random_colorization_weights(net, seed=0)
     x = np.random.default_rng(0).uniform(-50, 50, net.blobs["data_l"].shape).astype(np.float32)
