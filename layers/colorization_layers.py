@@ -133,7 +133,8 @@ class _TorchLayer(_CaffeLayer):
         pass
 
     def reshape(self, bottom, top):
-        for t, shape in zip(top, self.top_shapes([tuple(b.data.shape) for b in bottom])):
+        # blob.shape (pycaffe and torchcaffe), not blob.data.shape: on a GPU the latter copies the data to the host
+        for t, shape in zip(top, self.top_shapes([tuple(b.shape) for b in bottom])):
             t.reshape(*shape)
 
     def top_shapes(self, shapes):
