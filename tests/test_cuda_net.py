@@ -11,18 +11,23 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 
 @pytest.mark.skipif(not GOLDEN.is_dir(), reason="../shared/caffe_golden is not present")
-def test_golden_layer_net_through_net_on_cuda():
+@pytest.mark.parametrize("phase", ["train", "test"])
+def test_golden_layer_net_through_net_on_cuda(phase):
     d = GOLDEN / "layers"
     z = np.load(d / "layers_golden.npz")
-    net = caffe.Net(str(d / "layers.prototxt"), caffe.TRAIN, weights=str(d / "init.caffemodel"), device="cuda")
+    weights = d / ("init.caffemodel" if phase == "train" else "after_train_forward.caffemodel")
+    net = caffe.Net(str(d / "layers.prototxt"), caffe.TRAIN if phase == "train" else caffe.TEST,
+                    weights=str(weights), device="cuda")
     net.blobs["data"].data[...] = z["input_data"]
     net.blobs["label"].data[...] = z["input_label"]
     net.forward()
-    net.backward()
+    if phase == "train":
+        net.backward()
     for name, blob in net.blobs.items():
         assert blob.data_t.device.type == "cuda"
-        assert_close(blob.data, z[f"train_data__{name}"], name=name)
-        assert_close(blob.diff, z[f"train_diff__{name}"], name=f"diff {name}")
+        assert_close(blob.data, z[f"{phase}_data__{name}"], name=name)
+        if phase == "train":
+            assert_close(blob.diff, z[f"train_diff__{name}"], name=f"diff {name}")
 
 
 def test_demo_deploy_net_with_python_layers_cuda_matches_cpu():

@@ -28,17 +28,25 @@ def test_layers_net_train_forward_backward_matches_caffe(golden):
             assert_close(b.data, z[f"train_param_data__{lname}__{i}"], name=f"param {lname}[{i}]")
             assert_close(b.diff, z[f"train_param_diff__{lname}__{i}"], name=f"param diff {lname}[{i}]")
             compared += 1
-    expected = [k for k in z.files if k.startswith("train_data__")]
-    assert compared >= len(expected)
+    expected = [k[len("train_data__"):] for k in z.files if k.startswith("train_data__")]
+    assert set(expected) == set(net.blobs), set(expected) ^ set(net.blobs)  # Caffe's splits, Caffe's names
+    assert compared == len(expected) + len([k for k in z.files if k.startswith("train_param_data__")])
 
 
 def test_layers_net_test_phase_matches_caffe(golden):
     net, z = _run_layers_net(golden, caffe.TEST, golden / "layers" / "after_train_forward.caffemodel")
     net.forward()
     names = [k[len("test_data__"):] for k in z.files if k.startswith("test_data__")]
-    assert set(names) <= set(net.blobs), set(names) - set(net.blobs)
+    assert set(names) == set(net.blobs), set(names) ^ set(net.blobs)
     for name in names:
         assert_close(net.blobs[name].data, z[f"test_data__{name}"], name=f"TEST data of {name}")
+    # TEST uses the stored BatchNorm statistics and leaves them alone
+    from torchcaffe.protoio import proto_to_array, read_net_weights
+
+    stored = [l for l in read_net_weights(str(golden / "layers" / "after_train_forward.caffemodel")).layer
+              if l.name == "bn1"][0]
+    for b, bp in zip(net.params["bn1"], stored.blobs):
+        np.testing.assert_array_equal(b.data, proto_to_array(bp).reshape(b.shape))
 
 
 def test_narrow_colornet_matches_caffe(golden):

@@ -1,33 +1,13 @@
-"""The built-in layers on a CUDA device: the golden layer net, and CPU vs CUDA forward/backward per layer type.
-Skipped where torch sees no CUDA device."""
+"""The built-in layers on a CUDA device: CPU vs CUDA forward/backward per layer type (the golden net on CUDA is in
+tests/test_cuda_net.py).  Skipped where torch sees no CUDA device."""
 import numpy as np
 import pytest
 import torch
 
-from layer_helpers import GOLDEN, TEST, TRAIN, MiniNet, blob, close, load_caffemodel, load_net, make_layer, run
+from layer_helpers import TRAIN, blob, close, make_layer, run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-LAYERS = GOLDEN / "layers"
 rng = np.random.RandomState(3)
-
-
-@pytest.mark.skipif(not LAYERS.is_dir(), reason="../shared/caffe_golden is not present")
-@pytest.mark.parametrize("phase", [TRAIN, TEST])
-def test_golden_layer_net_on_cuda(phase):
-    z = np.load(LAYERS / "layers_golden.npz")
-    weights = "init.caffemodel" if phase == TRAIN else "after_train_forward.caffemodel"
-    net = MiniNet(load_net(LAYERS / "layers.prototxt"), phase, load_caffemodel(LAYERS / weights), device="cuda")
-    net.blobs["data"].data_t = torch.from_numpy(z["input_data"])
-    net.blobs["label"].data_t = torch.from_numpy(z["input_label"])
-    net.forward()
-    key = "train" if phase == TRAIN else "test"
-    if phase == TRAIN:
-        net.backward()
-    for name, b in net.blobs.items():
-        assert b.data_t.device.type == "cuda"
-        close(b.data, z[f"{key}_data__{name}"], name=f"data of {name}")
-        if phase == TRAIN:
-            close(b.diff, z[f"train_diff__{name}"], name=f"diff of {name}")
 
 
 CASES = [

@@ -1,10 +1,10 @@
-"""The built-in layers against BVLC Caffe 1.0's golden outputs (../shared/caffe_golden/layers), run without
-torchcaffe.net: a minimal sequential runner (tests/layer_helpers.py) wires the layers as Caffe would."""
+"""The built-in layers one by one against BVLC Caffe 1.0's golden outputs (../shared/caffe_golden/layers), each
+fed Caffe's own inputs; tests/test_golden_net.py runs the same net whole through caffe.Net."""
 import numpy as np
 import pytest
 import torch
 
-from layer_helpers import GOLDEN, TEST, TRAIN, MiniNet, blob, close, load_caffemodel, load_net, make_layer, run
+from layer_helpers import GOLDEN, TEST, TRAIN, blob, close, load_caffemodel, make_layer, run
 
 LAYERS = GOLDEN / "layers"
 
@@ -14,45 +14,6 @@ pytestmark = pytest.mark.skipif(not LAYERS.is_dir(), reason="../shared/caffe_gol
 @pytest.fixture(scope="module")
 def z():
     return np.load(LAYERS / "layers_golden.npz")
-
-
-def _net(z, phase, weights):
-    net = MiniNet(load_net(LAYERS / "layers.prototxt"), phase, load_caffemodel(LAYERS / weights))
-    net.blobs["data"].data_t = torch.from_numpy(z["input_data"])
-    net.blobs["label"].data_t = torch.from_numpy(z["input_label"])
-    return net
-
-
-def test_train_forward_backward_every_blob_and_param(z):
-    net = _net(z, TRAIN, "init.caffemodel")
-    net.forward()
-    net.backward()
-    names = [k[len("train_data__"):] for k in z.files if k.startswith("train_data__")]
-    assert set(names) == set(net.blobs), set(names) ^ set(net.blobs)
-    for name in names:
-        close(net.blobs[name].data, z[f"train_data__{name}"], name=f"data of {name}")
-        close(net.blobs[name].diff, z[f"train_diff__{name}"], name=f"diff of {name}")
-    n = 0
-    for entry in net.layers:
-        layer, lp = entry[0], entry[1]
-        for i, b in enumerate(layer.blobs):
-            close(b.data, z[f"train_param_data__{lp.name}__{i}"], name=f"param data {lp.name}[{i}]")
-            close(b.diff, z[f"train_param_diff__{lp.name}__{i}"], name=f"param diff {lp.name}[{i}]")
-            n += 1
-    assert n == len([k for k in z.files if k.startswith("train_param_data__")])
-
-
-def test_test_phase_forward_every_blob(z):
-    net = _net(z, TEST, "after_train_forward.caffemodel")
-    net.forward()
-    names = [k[len("test_data__"):] for k in z.files if k.startswith("test_data__")]
-    assert set(names) == set(net.blobs), set(names) ^ set(net.blobs)
-    for name in names:
-        close(net.blobs[name].data, z[f"test_data__{name}"], name=f"TEST data of {name}")
-    # TEST uses the stored statistics and leaves them alone
-    w = load_caffemodel(LAYERS / "after_train_forward.caffemodel")
-    for i, b in enumerate(net.layer("bn1").blobs):
-        np.testing.assert_array_equal(b.data, w["bn1"][i])
 
 
 def test_batchnorm_fixes_its_param_specs_like_caffe():
