@@ -36,7 +36,7 @@ from . import glog
 
 __all__ = ["solver_rank", "solver_count", "is_root", "is_initialized", "launched_by_torchrun", "init",
            "shutdown", "broadcast_int", "broadcast_params", "gather_objects", "GradientAverager", "attach",
-           "run_rank", "spawn_train", "params_digest", "SignalHandler", "configure_data_layers"]
+           "run_rank", "spawn_train", "params_digest", "SignalHandler"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -165,19 +165,6 @@ def params_digest(net) -> str:
     return h.hexdigest()
 
 
-def configure_data_layers() -> None:
-    """Tell the data layers that keep Caffe's ``solver_count`` / ``solver_rank`` as class attributes
-    (HDF5Data) which shard this rank reads; layers that ask ``torch.distributed`` themselves need nothing."""
-    try:
-        from .builtin import input as _input
-    except ImportError:  # pragma: no cover
-        return
-    for cls in (getattr(_input, "HDF5DataLayer", None),):
-        if cls is not None and hasattr(cls, "solver_count") and hasattr(cls, "solver_rank"):
-            cls.solver_count = solver_count()
-            cls.solver_rank = solver_rank()
-
-
 class GradientAverager:
     """Solver callback: after the forward/backward passes, replace every learnable parameter's diff with
     the mean over ranks (all-reduce SUM, then scale by ``1 / world_size`` as Caffe's NCCL does)."""
@@ -278,7 +265,6 @@ def run_rank(solver_param, device: str = "cpu", snapshot: Optional[str] = None,
     rank = solver_rank()
     if rank != 0:
         glog.set_level(glog.WARNING)
-    configure_data_layers()
     flags = SignalHandler(sigint_effect, sighup_effect)
     if install_signals:
         flags.install()

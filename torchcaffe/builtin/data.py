@@ -104,15 +104,10 @@ def batch_generator(seed: int, rank: int, batch_index: int) -> np.random.Generat
 
 
 def _shard() -> tuple:
-    """(rank, world size) of this process in torch.distributed, (0, 1) when it is not initialised."""
-    try:
-        import torch.distributed as dist
+    """(rank, world size) of this process in data-parallel training (Caffe's solver_rank / solver_count)."""
+    from ..parallel import solver_count, solver_rank
 
-        if dist.is_available() and dist.is_initialized():
-            return int(dist.get_rank()), int(dist.get_world_size())
-    except Exception:  # pragma: no cover - a broken distributed setup reads as a single process
-        pass
-    return 0, 1
+    return solver_rank(), solver_count()
 
 
 def _transform_param(lp: "caffe_pb2.LayerParameter") -> "caffe_pb2.TransformationParameter":
