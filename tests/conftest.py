@@ -20,17 +20,21 @@ def golden() -> Path:
     return GOLDEN
 
 
-def assert_close(actual, expected, rtol=1e-4, name=""):
-    """Relative comparison in float32's sense: |a - e| <= rtol * (|e| + max|e|) element by element.
+def assert_close(actual, expected, rtol=1e-4, name="", floor=1.0):
+    """Relative comparison in float32's sense: |a - e| <= rtol * (|e| + floor * max|e|) + 1e-7 elementwise,
+    NaNs in the same places.
 
-    The max|e| term makes the error relative to the blob's own scale where values cancel to near zero
-    (e.g. ab = sum of probabilities times bin centres of +-100)."""
+    The ``floor * max|e|`` term makes the error relative to the blob's own scale where values cancel to near
+    zero (e.g. ab = sum of probabilities times bin centres of +-100); single layers use a tighter 1e-2."""
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     assert a.shape == e.shape or a.size == e.size, f"{name}: shape {a.shape} != {e.shape}"
     a = a.reshape(e.shape)
+    nan = np.isnan(e)
+    assert np.array_equal(np.isnan(a), nan), f"{name}: NaN at different places"
+    a, e = a[~nan], e[~nan]
     scale = np.abs(e).max() if e.size else 0.0
-    tol = rtol * (np.abs(e) + scale) + 1e-7
+    tol = rtol * (np.abs(e) + floor * scale) + 1e-7
     bad = np.abs(a - e) > tol
-    assert not bad.any(), (f"{name}: {bad.sum()} of {e.size} values differ; max abs err "
+    assert not bad.any(), (f"{name}: {int(bad.sum())} of {e.size} values differ; max abs err "
                            f"{np.abs(a - e).max():.3g}, max |expected| {scale:.3g}")

@@ -1,7 +1,8 @@
-"""Helpers for the layer and filler tests: building single layers, a minimal sequential runner for the golden
-layer net (independent of torchcaffe.net), Caffe's GradientChecker in float64, and caffemodel reading."""
+"""Helpers for the layer and filler tests: building and running single layers, Caffe's GradientChecker in
+float64, and caffemodel reading."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -9,29 +10,17 @@ import numpy as np
 import torch
 from google.protobuf import text_format
 
+from conftest import GOLDEN, assert_close  # noqa: F401  (GOLDEN is re-exported)
 from torchcaffe.blob import Blob
 from torchcaffe.layer import create_layer
 from torchcaffe.proto import caffe_pb2
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "caffe_golden"
 
 
 # -- comparisons ---------------------------------------------------------------------------------------------
-def close(actual, expected, rtol=1e-4, name=""):
-    """|a - e| <= rtol * (|e| + 1e-2 max|e|) + 1e-7, elementwise (float32-sized relative tolerance)."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.size == e.size, f"{name}: shape {a.shape} vs expected {e.shape}"
-    a = a.reshape(e.shape)
-    nan = np.isnan(e)
-    assert np.array_equal(np.isnan(a), nan), f"{name}: NaN at different places"
-    a, e = a[~nan], e[~nan]
-    scale = np.abs(e).max() if e.size else 0.0
-    tol = rtol * (np.abs(e) + 1e-2 * scale) + 1e-7
-    bad = np.abs(a - e) > tol
-    assert not bad.any(), (f"{name}: {int(bad.sum())} of {e.size} values differ; max abs err "
-                           f"{np.abs(a - e).max():.3g} (max |expected| {scale:.3g})")
+#: Single layers: |a - e| <= rtol * (|e| + 1e-2 max|e|) + 1e-7, elementwise.
+close = functools.partial(assert_close, floor=1e-2)
 
 
 # -- single layers -------------------------------------------------------------------------------------------
