@@ -192,10 +192,11 @@ class Net:
         from google.protobuf import text_format
 
         log = glog.enabled(glog.INFO)
+        filtered = filter_net(in_param)
         if log:
-            glog.info("Initializing net from parameters: \n" + text_format.MessageToString(filter_net(in_param)),
+            glog.info("Initializing net from parameters: \n" + text_format.MessageToString(filtered),
                       src="net.cpp:51")
-        param = insert_splits(filter_net(in_param))
+        param = insert_splits(filtered)
         self.name = param.name
         self.param = param
         self.force_backward = param.force_backward
@@ -491,37 +492,37 @@ class Net:
         for lid, layer in enumerate(self.layers):
             layer.reshape(*self._io(lid))
 
+    def _forward_layer(self, lid: int) -> float:
+        """Caffe's Layer::Forward: reshape, forward, and the layer's weighted loss."""
+        layer = self.layers[lid]
+        bottom, top = self._io(lid)
+        layer.reshape(bottom, top)
+        layer.forward(bottom, top)
+        return sum(w * float(top[j].data_t.sum()) for j, w in enumerate(layer.top_loss_weights) if w)
+
+    def _backward_layer(self, lid: int, keep: Iterable[str] = ()) -> None:
+        """One layer's backward, if the net needs it.  The diff of a loss top holds its loss weight, as in
+        Caffe (which stores the weight there once); ``keep`` names blobs whose diff the caller set instead."""
+        if not self.layer_need_backward[lid]:
+            return
+        layer = self.layers[lid]
+        bottom, top = self._io(lid)
+        for j, w in enumerate(layer.top_loss_weights):
+            if w and self._blob_names[self.top_ids[lid][j]] not in keep:
+                top[j].diff_t = torch.full_like(top[j].data_t, w)
+        layer.backward(top, self.bottom_need_backward[lid], bottom)
+
     def forward_from_to(self, start: int = 0, end: Optional[int] = None) -> float:
         """Run layers start..end (inclusive); returns the weighted loss of the layers run."""
         end = len(self.layers) - 1 if end is None else end
-        loss = 0.0
-        for lid in range(start, end + 1):
-            layer = self.layers[lid]
-            bottom, top = self._io(lid)
-            layer.reshape(bottom, top)
-            layer.forward(bottom, top)
-            for j, w in enumerate(layer.top_loss_weights):
-                if w:
-                    loss += w * float(top[j].data_t.sum())
-        return loss
+        return sum(self._forward_layer(lid) for lid in range(start, end + 1))
 
     def backward_from_to(self, start: Optional[int] = None, end: int = 0, keep_diffs: Iterable[str] = ()) -> None:
-        """Run backward of layers start down to end (inclusive), for those that need it.
-
-        The diff of a loss top holds its loss weight when backward starts, as in Caffe (which stores the
-        weight there once); ``keep_diffs`` names blobs whose diff the caller has set instead.
-        """
+        """Run backward of layers start down to end (inclusive), for those that need it."""
         start = len(self.layers) - 1 if start is None else start
         keep = set(keep_diffs)
         for lid in range(start, end - 1, -1):
-            if not self.layer_need_backward[lid]:
-                continue
-            layer = self.layers[lid]
-            bottom, top = self._io(lid)
-            for j, w in enumerate(layer.top_loss_weights):
-                if w and self._blob_names[self.top_ids[lid][j]] not in keep:
-                    top[j].diff_t = torch.full_like(top[j].data_t, w)
-            layer.backward(top, self.bottom_need_backward[lid], bottom)
+            self._backward_layer(lid, keep)
 
     def forward_loss(self) -> float:
         """Caffe's Net::Forward(&loss): run every layer, return the total weighted loss."""
@@ -697,24 +698,19 @@ class Net:
         sync = (torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None))
         fwd = [0.0] * len(self.layers)
         bwd = [0.0] * len(self.layers)
+
+        def timed(fn, lid):
+            sync()
+            t0 = time.perf_counter()
+            fn(lid)
+            sync()
+            return time.perf_counter() - t0
+
         for _ in range(iterations):
-            for lid, layer in enumerate(self.layers):
-                bottom, top = self._io(lid)
-                sync(); t0 = time.perf_counter()
-                layer.reshape(bottom, top)
-                layer.forward(bottom, top)
-                sync(); fwd[lid] += time.perf_counter() - t0
+            for lid in range(len(self.layers)):
+                fwd[lid] += timed(self._forward_layer, lid)
             for lid in range(len(self.layers) - 1, -1, -1):
-                if not self.layer_need_backward[lid]:
-                    continue
-                bottom, top = self._io(lid)
-                layer = self.layers[lid]
-                for j, w in enumerate(layer.top_loss_weights):
-                    if w:
-                        top[j].diff_t = torch.full_like(top[j].data_t, w)
-                sync(); t0 = time.perf_counter()
-                layer.backward(top, self.bottom_need_backward[lid], bottom)
-                sync(); bwd[lid] += time.perf_counter() - t0
+                bwd[lid] += timed(self._backward_layer, lid)
         return [(n, l.layer_param.type, 1000 * f / iterations, 1000 * b / iterations)
                 for n, l, f, b in zip(self._layer_names, self.layers, fwd, bwd)]
 
