@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import struct
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 try:
     import cic
@@ -43,79 +41,19 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
 # ---- Caffe Datum ------------------------------------------------------------------------------------
 
 
-def _varint(buf: bytes, i: int):
-    out = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        out |= (b & 0x7F) << shift
-        if b < 0x80:
-            return out, i
-        shift += 7
+def datum_to_bgr(buf: bytes) -> np.ndarray:
+    """The image of a serialized Caffe Datum (raw, float or encoded) as C x H x W BGR; gray is repeated to
+    three channels.  Parsing and decoding are torchcaffe's (caffe_pb2, caffe.io.datum_to_array)."""
+    from torchcaffe import io as caffe_io
+    from torchcaffe.proto import caffe_pb2
 
-
-def parse_datum_minimal(buf: bytes) -> SimpleNamespace:
-    """Decode the fields of a serialized caffe.Datum that images use, without protobuf.
-
-    Field numbers (caffe.proto): channels 1, height 2, width 3, data 4 (bytes), label 5,
-    float_data 6 (repeated float, packed or not), encoded 7 (bool).
-    """
-    d = SimpleNamespace(channels=0, height=0, width=0, data=b"", label=0, float_data=[], encoded=False)
-    floats = []
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            v, i = _varint(buf, i)
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            v, i = bytes(buf[i:i + n]), i + n
-        elif wire == 5:
-            v, i = struct.unpack_from("<f", buf, i)[0], i + 4
-        elif wire == 1:
-            v, i = None, i + 8
-        else:
-            raise ValueError(f"Datum: unsupported wire type {wire} (field {field})")
-        if field in (1, 2, 3, 5) and wire == 0:
-            setattr(d, {1: "channels", 2: "height", 3: "width", 5: "label"}[field], v)
-        elif field == 4 and wire == 2:
-            d.data = v
-        elif field == 6:
-            floats.extend(np.frombuffer(v, "<f4").tolist() if wire == 2 else [v])
-        elif field == 7 and wire == 0:
-            d.encoded = bool(v)
-    d.float_data = floats
-    return d
-
-
-def parse_datum(buf: bytes):
-    """A Datum message: torchcaffe's generated caffe_pb2 when available, else :func:`parse_datum_minimal`."""
-    try:
-        from torchcaffe.proto import caffe_pb2
-    except ImportError:
-        return parse_datum_minimal(buf)
     d = caffe_pb2.Datum()
     d.ParseFromString(buf)
-    return d
-
-
-def datum_to_bgr(d) -> np.ndarray:
-    """The image of a Datum as CxHxW BGR (3 channels; gray ones are repeated), uint8 or float32."""
-    if d.encoded:
-        img = cv2.imdecode(np.frombuffer(d.data, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError("cannot decode an encoded Datum")
-        return img.transpose(2, 0, 1)
-    if len(d.data):
-        arr = np.frombuffer(d.data, np.uint8)
-    else:
-        arr = np.asarray(d.float_data, np.float32)
-    arr = arr.reshape(d.channels, d.height, d.width)
-    if d.channels == 1:
+    arr = caffe_io.datum_to_array(d)
+    if arr.shape[0] == 1:
         arr = np.repeat(arr, 3, axis=0)
-    elif d.channels != 3:
-        raise ValueError(f"Datum with {d.channels} channels; expected 1 or 3")
+    elif arr.shape[0] != 3:
+        raise ValueError(f"Datum with {arr.shape[0]} channels; expected 1 or 3")
     return arr
 
 
@@ -131,7 +69,7 @@ def lmdb_images(path: str, limit: int | None):
             for n, (_, value) in enumerate(txn.cursor()):
                 if limit and n >= limit:
                     break
-                yield datum_to_bgr(parse_datum(value))
+                yield datum_to_bgr(value)
         env.close()
 
     return total, gen()
