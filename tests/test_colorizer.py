@@ -1,4 +1,4 @@
-"""tools/colorizer.py: released-style weights without the fixed layers are completed as OpenCV's sample does."""
+"""colorization/colorizer.py: released-style weights without the fixed layers are completed as OpenCV's sample does."""
 import sys
 
 import numpy as np
@@ -7,8 +7,7 @@ import torchcaffe as caffe
 from conftest import REPO, assert_close
 from torchcaffe.protoio import read_net_weights, write_binaryproto
 
-sys.path.insert(0, str(REPO / "tools"))
-from colorizer import Colorizer, fill_fixed_layers  # noqa: E402
+from colorization.colorizer import Colorizer, fill_fixed_layers
 
 
 def test_weights_without_bin_centres_are_completed(golden, tmp_path):

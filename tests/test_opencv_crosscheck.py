@@ -1,14 +1,10 @@
 """OpenCV's independent Caffe importer (cv2.dnn.readNetFromCaffe) reads what torchcaffe writes, and agrees."""
-import sys
-
 import numpy as np
 import pytest
 
 import torchcaffe as caffe
 from conftest import REPO, assert_close
-
-sys.path.insert(0, str(REPO / "tools"))
-from colorizer import random_colorization_weights  # noqa: E402
+from colorization.colorizer import random_colorization_weights
 
 cv2 = pytest.importorskip("cv2")
 

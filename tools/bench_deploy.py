@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from colorizer import REPO, ab_output, random_colorization_weights  # noqa: E402
+from colorization.colorizer import REPO, ab_output, random_colorization_weights  # noqa: E402
 import torchcaffe as caffe  # noqa: E402
 
 DEFAULT = REPO / "prototxt" / "release_v2" / "colorization_deploy_v2.prototxt"

@@ -13,9 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from colorizer import DEFAULT_PROTOTXT, Colorizer, read_image, write_image  # noqa: E402
+from colorization.colorizer import DEFAULT_PROTOTXT, Colorizer, read_image, write_image
 
 
 def parse_args(argv=None):

@@ -98,7 +98,7 @@ def make_images(crops_per_photo: int) -> Path:
 def side_by_side(colorized: Path, out: Path) -> None:
     """gray input | colorized | original, in one image."""
     import cic
-    from colorizer import read_image, write_image
+    from colorization.colorizer import read_image, write_image
 
     rgb, col = read_image(OUT / f"{HELD_OUT}.png"), read_image(colorized)
     L = cic.rgb2lab(rgb)[..., :1]

@@ -13,17 +13,14 @@ and the same with each pixel weighted inversely to the prior probability of its 
 """
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import torch
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from colorizer import DEFAULT_PROTOTXT, Colorizer  # noqa: E402
-import cic  # noqa: E402
-import torchcaffe as caffe  # noqa: E402
+from colorization.colorizer import DEFAULT_PROTOTXT, Colorizer
+import cic
+import torchcaffe as caffe
 
 
 def data_net(lmdb: str, batch: int, device: str):

@@ -12,18 +12,15 @@ the weights did not provide them, as OpenCV's colorization sample does.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import cic
+import torchcaffe as caffe
 
-import cic  # noqa: E402
-import torchcaffe as caffe  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_PROTOTXT = REPO / "prototxt" / "colorization_deploy.prototxt"
 RELEASE_TEMPERATURE_SCALE = 2.606  # 1 / 0.38, as the released deploy file writes it
