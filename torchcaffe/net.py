@@ -603,7 +603,8 @@ class Net:
                                f"mismatch: source param shape is {proto_shape(bp)}, target param shape is "
                                f"{blob.shape}")
             arr = proto_to_array(bp).reshape(blob.shape)
-            blob.data_t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+            # (np.ascontiguousarray would turn a 0-axis blob, a learned scalar, into shape (1,))
+            blob.data_t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32).reshape(blob.shape))
 
     def _is_shared_param(self, layer_id: int, index: int) -> bool:
         try:

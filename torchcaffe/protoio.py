@@ -269,8 +269,9 @@ def array_to_proto(data, diff=None) -> "caffe_pb2.BlobProto":
     """
     data = np.asarray(data)
     bp = caffe_pb2.BlobProto()
-    bp.shape.SetInParent()
-    bp.shape.dim.extend(int(d) for d in data.shape)
+    # Blob::ToProto adds one dim per axis: a 0-axis blob (a learned scalar) gets no ``shape`` field at all
+    if data.ndim:
+        bp.shape.dim.extend(int(d) for d in data.shape)
     payload = _packed_floats(5, data)
     if diff is not None:
         diff = np.asarray(diff)
