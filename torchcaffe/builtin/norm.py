@@ -6,7 +6,7 @@ import torch
 
 from ..layer import TorchLayer, register
 from ..proto import caffe_pb2
-from ._common import canonical_axis, constant_filler, make_param, param_dtype
+from ._common import canonical_axis, constant_filler, count, make_param, param_dtype
 
 __all__ = ["BatchNormLayer", "ScaleLayer", "BiasLayer"]
 
@@ -154,6 +154,28 @@ class ScaleLayer(TorchLayer):
             self.bias_axis = _check_against(self, bottom[0], self.blobs[-1].shape,
                                             self.layer_param.scale_param.axis, "scale_param (bias)")
         top[0].reshape(bottom[0].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        # Caffe's ScaleLayer::Backward_cpu, visible effects beyond the gradients: a learned scale's diff is
+        # overwritten rather than accumulated when the product lands in it directly (element-wise scale, or
+        # one outer block reduced by a single gemv); and, not in place, the product top_diff * bottom is
+        # left in bottom[0]'s diff (its scratch space) even when bottom[0] takes no gradient.
+        learned = len(bottom) == 1
+        scale = self.blobs[0] if learned else bottom[1]
+        want = self.param_propagate_down[0] if learned else propagate_down[1]
+        nax = bottom[0].num_axes
+        axis = 0 if scale.num_axes == 0 else self.axis
+        outer = count(bottom[0].shape, 0, axis)
+        inner = count(bottom[0].shape, axis + scale.num_axes)
+        eltwise = bottom[0].count == scale.count
+        in_place = top[0] is bottom[0]
+        if learned and want and (eltwise or (inner != 1 and outer * scale.count != 1 and outer == 1)):
+            scale.diff_t = torch.zeros_like(scale.diff_t)
+        scratch = want and not eltwise and not in_place and not propagate_down[0] and nax > 0
+        x = bottom[0].data_t if scratch else None
+        super().backward(top, propagate_down, bottom)
+        if scratch:
+            bottom[0].diff_t = top[0].diff_t * x
 
     def compute(self, bottoms, params):
         x = bottoms[0]
