@@ -169,3 +169,48 @@ def test_parameter_layer_top_shares_the_blob():
     assert (t.data == 5).all()
     t.diff[...] = 2
     assert (layer.blobs[0].diff == 2).all()
+
+
+def _windows(x, k, s, out):
+    """Caffe's unpadded pooling windows [o * s, min(o * s + k, H)) per output position (brute force)."""
+    H, W = x.shape[2:]
+    for i in range(out[0]):
+        for j in range(out[1]):
+            yield i, j, x[:, :, i * s:min(i * s + k, H), j * s:min(j * s + k, W)]
+
+
+def test_stochastic_pooling_test_phase_is_the_weighted_average():
+    from layer_helpers import TEST
+    x = np.abs(randn(2, 2, 6, 6))
+    x[0, 0, :3, :3] = 0  # an all-zero window gives 0
+    layer = make_layer('type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 3 stride: 2 }', TEST)
+    (t,) = run(layer, [blob(x)], need_backward=False)
+    assert t.shape == (2, 2, 3, 3)  # ceil((6 - 3) / 2) + 1; the last windows are clipped to 2 rows/columns
+    for i, j, w in _windows(x, 3, 2, (3, 3)):
+        s = w.sum(axis=(2, 3))
+        want = np.where(s > 0, (w * w).sum(axis=(2, 3)) / np.where(s > 0, s, 1), 0)
+        np.testing.assert_allclose(t.data[:, :, i, j], want, rtol=1e-12)
+
+
+def test_stochastic_pooling_train_samples_in_proportion_and_routes_the_gradient():
+    x = np.zeros((1, 1, 2, 2))
+    x[0, 0] = [[1.0, 3.0], [0.0, 4.0]]
+    layer = make_layer('type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 2 }')
+    b = blob(x)
+    torch.manual_seed(0)
+    picks = []
+    for _ in range(400):
+        (t,) = run(layer, [b])
+        picks.append(float(t.data.ravel()[0]))
+    freq = {v: picks.count(v) / len(picks) for v in (1.0, 3.0, 4.0)}
+    assert sum(freq.values()) == 1.0  # never the zero (probability 0)
+    assert abs(freq[1.0] - 0.125) < 0.06 and abs(freq[3.0] - 0.375) < 0.08 and abs(freq[4.0] - 0.5) < 0.08
+    t.diff_t = torch.full((1, 1, 1, 1), 2.0, dtype=torch.float64)
+    layer.backward([t], [True], [b])
+    assert b.diff.sum() == 2.0 and b.diff.ravel()[[1.0, 3.0, 0.0, 4.0].index(picks[-1])] == 2.0
+
+
+def test_stochastic_pooling_refuses_padding():
+    with pytest.raises(LayerError, match="Padding implemented only"):
+        run(make_layer('type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 2 pad: 1 }'),
+            [blob(randn(1, 1, 4, 4))])

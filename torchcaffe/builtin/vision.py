@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..layer import TorchLayer, register
 from ..proto import caffe_pb2
-from ._common import FLT_MAX, canonical_axis, make_param, param_dtype
+from ._common import FLT_MAX, canonical_axis, count, make_param, param_dtype
 
 __all__ = ["ConvolutionLayer", "DeconvolutionLayer", "PoolingLayer"]
 
@@ -51,13 +51,12 @@ class _BaseConvolution(TorchLayer):
     def layer_setup(self, bottom, top):
         p = self.layer_param.convolution_param
         nax = bottom[0].num_axes
+        # the channel axis: the axes before it are "num", those after it spatial (Caffe's N-D convolution)
         self.channel_axis = canonical_axis(self, p.axis, nax, "convolution_param.axis")
-        if self.channel_axis != 1:
-            raise self.error(f"convolution_param.axis must be 1 (the channel axis of N x C x spatial blobs), "
-                             f"got {p.axis}")
-        n = nax - 2
-        if n not in _CONV:
-            raise self.error(f"only 1 to 3 spatial axes are supported, the bottom has shape {bottom[0].shape}")
+        n = nax - self.channel_axis - 1
+        if n not in _CONV and n != 0:
+            raise self.error(f"only 0 to 3 spatial axes (after convolution_param.axis) are supported, the "
+                             f"bottom has shape {bottom[0].shape}")
         self.num_spatial = n
         self.kernel = _spatial_values(self, p, "kernel_size", n, None, "kernel_h", "kernel_w")
         if any(k <= 0 for k in self.kernel):
@@ -69,7 +68,7 @@ class _BaseConvolution(TorchLayer):
         self.dilation = _spatial_values(self, p, "dilation", n, 1, None, None)
         if any(d <= 0 for d in self.dilation):
             raise self.error("dilation must be positive")
-        self.channels = bottom[0].shape[1]
+        self.channels = bottom[0].shape[self.channel_axis]
         self.num_output = int(p.num_output)
         if self.num_output <= 0:
             raise self.error("num_output must be positive (convolution_param.num_output)")
@@ -95,31 +94,37 @@ class _BaseConvolution(TorchLayer):
 
     def reshape(self, bottom, top):
         s0 = bottom[0].shape
-        if len(s0) != 2 + self.num_spatial:
-            raise self.error(f"bottom num_axes may not change (was {2 + self.num_spatial}, now {len(s0)})")
-        if s0[1] != self.channels:
-            raise self.error(f"Input size incompatible with convolution kernel: the bottom has {s0[1]} "
+        ca = self.channel_axis
+        if len(s0) != ca + 1 + self.num_spatial:
+            raise self.error(f"bottom num_axes may not change (was {ca + 1 + self.num_spatial}, now {len(s0)})")
+        if s0[ca] != self.channels:
+            raise self.error(f"Input size incompatible with convolution kernel: the bottom has {s0[ca]} "
                              f"channels, the layer was set up for {self.channels}")
         for i, b in enumerate(bottom[1:], 1):
             if b.shape != s0:
                 raise self.error(f"shape mismatch - bottom[0]: {s0} vs. bottom[{i}]: {b.shape}")
-        out = self.output_spatial(s0[2:])
+        out = self.output_spatial(s0[ca + 1:])
         if any(o <= 0 for o in out):
             raise self.error(f"the output would be empty: input {s0}, kernel {self.kernel}, stride {self.stride}, "
                              f"pad {self.pad}, dilation {self.dilation}")
+        self.num = count(s0, 0, ca)
+        self.top_shape = tuple(s0[:ca]) + (self.num_output,) + tuple(out)
         for t in top:
-            t.reshape((s0[0], self.num_output) + tuple(out))
+            t.reshape(self.top_shape)
 
     def compute(self, bottoms, params):
         w = params[0]
         b = params[1] if self.bias_term else None
-        if self.reverse:
-            f = _DECONV[self.num_spatial]
-            return [f(x, w, b, stride=self.stride, padding=self.pad, groups=self.group, dilation=self.dilation)
-                    for x in bottoms]
-        f = _CONV[self.num_spatial]
-        return [f(x, w, b, stride=self.stride, padding=self.pad, dilation=self.dilation, groups=self.group)
-                for x in bottoms]
+        n = self.num_spatial
+        if n == 0:  # no spatial axes: a 1-D convolution over a length-1 signal
+            n, w = 1, w.reshape(tuple(w.shape) + (1,))
+        f = _DECONV[n] if self.reverse else _CONV[n]
+        kw = dict(stride=self.stride or 1, padding=self.pad or 0, dilation=self.dilation or 1, groups=self.group)
+        outs = []
+        for x in bottoms:
+            x = x.reshape((self.num, self.channels) + (tuple(x.shape[self.channel_axis + 1:]) or (1,)))
+            outs.append(f(x, w, b, **kw).reshape(self.top_shape))
+        return outs
 
 
 @register("Convolution")
@@ -150,13 +155,16 @@ class DeconvolutionLayer(_BaseConvolution):
 
 @register("Pooling")
 class PoolingLayer(TorchLayer):
-    """Caffe's Pooling (MAX and AVE; STOCHASTIC is refused).
+    """Caffe's Pooling: MAX, AVE and STOCHASTIC.
 
-    Output size: ceil((H + 2 pad - kernel) / stride) + 1, minus one when pad > 0 and the last window would
-    start at or beyond H + pad.  MAX takes the first maximum of each window (row-major scan, strict ``>``)
+    Output size: ceil (``round_mode: CEIL``, the default) or floor (``FLOOR``) of (H + 2 pad - kernel) /
+    stride, plus one, minus one when pad > 0 and the last window would start at or beyond H + pad.  MAX takes the first maximum of each window (row-major scan, strict ``>``)
     and routes its gradient there; an optional second top receives the argmax as ``h * W + w`` (float), as
     Caffe's mask top.  AVE sums the window clipped to the image and divides by the window size clipped to
-    [-pad, H + pad).
+    [-pad, H + pad).  STOCHASTIC (no padding; Caffe implements it on the GPU only) picks, in TRAIN, the first
+    element of each window whose running sum reaches u * (window sum), u ~ U[0, 1) from torch's generator,
+    and routes the gradient there; in TEST it outputs sum(x^2) / sum(x) over the window (0 when the sum is
+    not positive) and has no backward.
     """
 
     exact_bottoms = 1
@@ -166,10 +174,12 @@ class PoolingLayer(TorchLayer):
     def layer_setup(self, bottom, top):
         p = self.layer_param.pooling_param
         self.pool = p.pool
-        if self.pool == caffe_pb2.PoolingParameter.STOCHASTIC:
-            raise self.error("pooling_param.pool STOCHASTIC is not supported (only MAX and AVE)")
-        if self.pool not in (caffe_pb2.PoolingParameter.MAX, caffe_pb2.PoolingParameter.AVE):
+        P = caffe_pb2.PoolingParameter
+        if self.pool not in (P.MAX, P.AVE, P.STOCHASTIC):
             raise self.error(f"unknown pooling_param.pool {self.pool}")
+        if p.round_mode not in (P.CEIL, P.FLOOR):
+            raise self.error(f"Unknown rounding mode {p.round_mode} (pooling_param.round_mode)")
+        self.round = np.floor if p.round_mode == P.FLOOR else np.ceil
         if len(top) > 1 and self.pool != caffe_pb2.PoolingParameter.MAX:
             raise self.error("a second (mask) top is only produced by MAX pooling")
         self.global_pooling = bool(p.global_pooling)
@@ -206,6 +216,8 @@ class PoolingLayer(TorchLayer):
             raise self.error("stride must be positive")
         if self.global_pooling and (any(self.pad) or self.stride != [1, 1]):
             raise self.error("With Global_pooling: true; only pad = 0 and stride = 1")
+        if any(self.pad) and self.pool == P.STOCHASTIC:
+            raise self.error("Padding implemented only for average and max pooling.")
         if any(self.pad) and (self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]):
             raise self.error(f"pad ({self.pad}) must be smaller than the kernel ({self.kernel})")
 
@@ -219,8 +231,8 @@ class PoolingLayer(TorchLayer):
         out = []
         for i in range(2):
             n, k, st, pd = s[2 + i], self.kernel[i], self.stride[i], self.pad[i]
-            # Caffe: static_cast<int>(ceil(static_cast<float>(n + 2 pad - k) / stride)) + 1, in float
-            o = int(np.ceil(np.float32(n + 2 * pd - k) / np.float32(st))) + 1
+            # Caffe: static_cast<int>(ceil|floor(static_cast<float>(n + 2 pad - k) / stride)) + 1, in float
+            o = int(self.round(np.float32(n + 2 * pd - k) / np.float32(st))) + 1
             out.append(o)
         if any(self.pad):
             for i in range(2):
@@ -244,6 +256,8 @@ class PoolingLayer(TorchLayer):
         N, C, H, W = x.shape
         ph = self._geometry(0, H)
         pw = self._geometry(1, W)
+        if self.pool == caffe_pb2.PoolingParameter.STOCHASTIC:
+            return [self._stochastic(x, ph[1], pw[1])]
         is_max = self.pool == caffe_pb2.PoolingParameter.MAX
         fillv = -math.inf if is_max else 0.0
         # F.pad with negative amounts crops; pad left/top and right/bottom so that windows tile exactly
@@ -268,6 +282,35 @@ class PoolingLayer(TorchLayer):
             torch.tensor(pw[2], dtype=x.dtype, device=x.device)[None, :]
         return [s / div]
 
+    def _stochastic(self, x, right_h: int, right_w: int):
+        # windows [ph * stride, min(ph * stride + k, H)): zeros on the right/bottom complete the clipped ones
+        # (they change neither sum), negative amounts crop rows no window reads
+        N, C = x.shape[:2]
+        xp = F.pad(x, (0, right_w, 0, right_h))
+        cols = F.unfold(xp.reshape(N * C, 1, *xp.shape[2:]), tuple(self.kernel), stride=tuple(self.stride))
+        cols = cols.reshape(N, C, self.kernel[0] * self.kernel[1], self.out[0] * self.out[1])
+        total = cols.sum(dim=2)
+        if self.phase == caffe_pb2.TRAIN:
+            with torch.no_grad():
+                u = torch.rand(total.shape, device=x.device, dtype=x.dtype)
+                reached = torch.cumsum(cols, dim=2) >= (u * total)[:, :, None, :]
+                # the first element reaching the threshold (the last one if none does)
+                first = torch.where(reached.any(dim=2), reached.to(torch.int8).argmax(dim=2),
+                                    torch.full_like(total, cols.shape[2] - 1, dtype=torch.int64))
+            y = cols.gather(2, first[:, :, None, :]).squeeze(2)
+        else:
+            sq = (cols * cols).sum(dim=2)
+            y = torch.where(total > 0, sq / torch.where(total > 0, total, torch.ones_like(total)),
+                            torch.zeros_like(total))
+        return y.reshape(N, C, self.out[0], self.out[1])
+
     def forward(self, bottom, top):
         self._want_mask = len(top) > 1
         super().forward(bottom, top)
+
+    def backward(self, top, propagate_down, bottom):
+        if self.pool == caffe_pb2.PoolingParameter.STOCHASTIC and self.phase != caffe_pb2.TRAIN \
+                and propagate_down[0]:
+            raise self.error("STOCHASTIC pooling has no backward in TEST (Caffe backpropagates only the TRAIN "
+                             "samples)")
+        super().backward(top, propagate_down, bottom)
