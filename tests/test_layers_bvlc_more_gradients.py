@@ -214,3 +214,32 @@ def test_stochastic_pooling_refuses_padding():
     with pytest.raises(LayerError, match="Padding implemented only"):
         run(make_layer('type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 2 pad: 1 }'),
             [blob(randn(1, 1, 4, 4))])
+
+
+def test_parameter_layer_learns_through_the_solver(tmp_path):
+    """A Parameter blob trained toward a constant by SGD: p_k = 2 (1 - 0.75^k); BVLC Caffe's pycaffe gives
+    1.9936575 after 20 iterations of this solver."""
+    import torchcaffe as caffe
+    net = tmp_path / "net.prototxt"
+    net.write_text(
+        'layer { name: "t" type: "DummyData" top: "t" dummy_data_param { shape { dim: 2 dim: 3 } '
+        'data_filler { type: "constant" value: 2 } } }\n'
+        'layer { name: "p" type: "Parameter" top: "p" parameter_param { shape { dim: 2 dim: 3 } } }\n'
+        'layer { name: "loss" type: "EuclideanLoss" bottom: "p" bottom: "t" top: "loss" }\n')
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'net: "{net}" base_lr: 0.5 lr_policy: "fixed" max_iter: 20 solver_mode: CPU\n')
+    s = caffe.SGDSolver(str(solver))
+    s.step(20)
+    np.testing.assert_allclose(s.net.params["p"][0].data, np.full((2, 3), 2 * (1 - 0.75 ** 20)), rtol=1e-6)
+    np.testing.assert_allclose(s.net.params["p"][0].data, 1.9936575, rtol=1e-6)
+
+
+def test_net_spec_writes_the_new_parameters():
+    import torchcaffe as caffe
+    from torchcaffe import layers as L
+    n = caffe.NetSpec()
+    n.x = L.Input(input_param=dict(shape=dict(dim=[2, 3, 4, 4])))
+    n.c = L.Clip(n.x, clip_param=dict(min=-1, max=1))
+    n.p = L.Pooling(n.c, pooling_param=dict(kernel_size=3, stride=2, round_mode=caffe.params.Pooling.FLOOR))
+    text = str(n.to_proto())
+    assert "round_mode: FLOOR" in text and "clip_param" in text
