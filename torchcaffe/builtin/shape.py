@@ -50,10 +50,19 @@ class ConcatLayer(TorchLayer):
         shape = list(s0)
         shape[self.axis] = total
         top[0].reshape(tuple(shape))
+        if len(bottom) == 1:  # Caffe: the top is the bottom (shared data and diff); nothing to compute
+            top[0].share_data_view(bottom[0])
+            top[0].share_diff_view(bottom[0])
+
+    def forward(self, bottom, top):
+        if len(bottom) > 1:
+            super().forward(bottom, top)
+
+    def backward(self, top, propagate_down, bottom):
+        if len(bottom) > 1:
+            super().backward(top, propagate_down, bottom)
 
     def compute(self, bottoms, params):
-        if len(bottoms) == 1:
-            return [bottoms[0].view_as(bottoms[0])]
         return [torch.cat(bottoms, dim=self.axis)]
 
 
@@ -105,10 +114,19 @@ class SliceLayer(TorchLayer):
             shape = list(s)
             shape[self.axis] = sz
             t.reshape(tuple(shape))
+        if len(top) == 1:  # Caffe: the top is the bottom (shared data and diff); nothing to compute
+            top[0].share_data_view(bottom[0])
+            top[0].share_diff_view(bottom[0])
+
+    def forward(self, bottom, top):
+        if len(top) > 1:
+            super().forward(bottom, top)
+
+    def backward(self, top, propagate_down, bottom):
+        if len(top) > 1:
+            super().backward(top, propagate_down, bottom)
 
     def compute(self, bottoms, params):
-        if len(self.sizes) == 1:
-            return [bottoms[0].view_as(bottoms[0])]
         # Caffe's blobs are contiguous; so are ours (a pycaffe user may flatten .data as a view)
         return [s.contiguous() for s in torch.split(bottoms[0], self.sizes, dim=self.axis)]
 
@@ -168,8 +186,9 @@ class SilenceLayer(Layer):
 
 
 @register("Flatten")
-class FlattenLayer(TorchLayer):
-    """Collapse axes [axis, end_axis] into one."""
+class FlattenLayer(Layer):
+    """Collapse axes [axis, end_axis] into one.  As Caffe's, the top is the bottom's memory: forward shares
+    the bottom's data, backward gives the bottom the top's diff (so they stay one array from then on)."""
 
     exact_bottoms = 1
     exact_tops = 1
@@ -186,14 +205,18 @@ class FlattenLayer(TorchLayer):
         self.out_shape = tuple(s[:a]) + (count(s, a, e + 1),) + tuple(s[e + 1:])
         top[0].reshape(self.out_shape)
 
-    def compute(self, bottoms, params):
-        return [bottoms[0].reshape(self.out_shape)]
+    def forward(self, bottom, top):
+        top[0].share_data_view(bottom[0])
+
+    def backward(self, top, propagate_down, bottom):
+        bottom[0].share_diff_view(top[0])
 
 
 @register("Reshape")
-class ReshapeLayer(TorchLayer):
+class ReshapeLayer(Layer):
     """Caffe's Reshape: ``shape`` replaces bottom axes [axis, axis + num_axes); 0 copies the bottom's
-    dimension at the same position, one -1 is inferred."""
+    dimension at the same position, one -1 is inferred.  The top is the bottom's memory, data and diff alike
+    (Caffe's ShareData/ShareDiff at reshape): forward and backward have nothing to do."""
 
     exact_bottoms = 1
     exact_tops = 1
@@ -244,9 +267,11 @@ class ReshapeLayer(TorchLayer):
             raise self.error(f"output count must match input count: {tuple(shape)} vs. bottom {bs}")
         self.out_shape = tuple(shape)
         top[0].reshape(self.out_shape)
+        top[0].share_data_view(bottom[0])
+        top[0].share_diff_view(bottom[0])
 
-    def compute(self, bottoms, params):
-        return [bottoms[0].reshape(self.out_shape)]
+    def forward(self, bottom, top):
+        pass
 
 
 @register("Crop")
