@@ -235,10 +235,10 @@ class LRNLayer(TorchLayer):
         x = bottoms[0]
         sq = x * x
         if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
-            # the mean over `size` channels, zero padded: avg_pool3d over (C, H, W) with a (size, 1, 1) window
-            avg = F.avg_pool3d(sq.unsqueeze(1), (self.size, 1, 1), stride=1, padding=(self.pre_pad, 0, 0),
-                               count_include_pad=True).squeeze(1)
-            scale = self.k + self.alpha * avg
+            # the sum over `size` channels centred on each channel, zero padded at both ends
+            padded = F.pad(sq, (0, 0, 0, 0, self.pre_pad, self.pre_pad))
+            window_sum = padded.unfold(1, self.size, 1).sum(dim=-1)
+            scale = self.k + (self.alpha / self.size) * window_sum
         else:
             avg = F.avg_pool2d(sq, self.size, stride=1, padding=self.pre_pad, count_include_pad=True)
             scale = 1.0 + self.alpha * avg
