@@ -43,3 +43,16 @@ def test_state_carries_across_passes_as_in_bvlc(name):
     layer = [l for l in net.layers if l.type in ("LSTM", "RNN")][0]
     layer.reset()
     np.testing.assert_allclose(_run(net, name, rec.PASSES - 1), fresh, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", rec.NETS)
+def test_bvlc_caffemodel_loads_with_its_blob_order(name):
+    """BVLC's weights file of the net (its LSTM / RNN blobs are those of the unrolled internal net) loads by
+    layer name and blob index, and the first pass matches BVLC's."""
+    z = np.load(HERE / "recurrent_state.npz")
+    net = caffe.Net(str(HERE / "cases" / f"{name}.prototxt"), caffe.TEST,
+                    weights=str(HERE / f"{name}.caffemodel"))
+    for lname, blobs in net.params.items():
+        for i, p in enumerate(blobs):
+            np.testing.assert_array_equal(p.data, z[f"{name}__param__{lname}__{i}"])
+    assert_close(_run(net, name, 0), z[f"{name}__pass0"], name=f"{name} pass 0")

@@ -3,7 +3,7 @@
 Without ``expose_hidden`` BVLC copies the final state h_T (and c_T) of a forward pass into the initial state of
 the next.  The single-pass golden cases (cases/lstm_*.prototxt, cases/rnn_*.prototxt) cannot show this, so this
 script runs each net three times on fresh inputs whose cont is 1 at the first timestep (the state carries) and
-writes ``recurrent_state.npz``, compared by ``tests/test_bvlc_golden_recurrent_state.py``.  Run it with BVLC's
+writes ``recurrent_state.npz`` and ``NAME.caffemodel`` (BVLC's weights file of each net), compared by ``tests/test_bvlc_golden_recurrent_state.py``.  Run it with BVLC's
 pycaffe from anywhere::
 
     PYTHONPATH=$BVLC/caffe/python GLOG_minloglevel=2 $BVLC/venv/bin/python tests/bvlc_golden/record_recurrent_state.py
@@ -40,6 +40,7 @@ def main():
         for lname, blobs in net.params.items():
             for i, p in enumerate(blobs):
                 out[f"{name}__param__{lname}__{i}"] = p.data.copy()
+        net.save(os.path.join(HERE, f"{name}.caffemodel"))  # BVLC's own weights file of the unrolled net
         for k in range(PASSES):
             for b, x in inputs({b: net.blobs[b].data.shape for b in net.inputs}, name, k).items():
                 net.blobs[b].data[...] = x
