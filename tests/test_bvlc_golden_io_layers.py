@@ -113,3 +113,20 @@ def test_hdf5_output_unwritable_file_is_a_clear_error(tmp_path):
     text = rec.HDF5_NET.replace("FILE_A", str(tmp_path / "missing" / "a.h5")).replace("FILE_B", str(tmp_path / "b.h5"))
     with pytest.raises(ValueError, match="out4.*Failed to open HDF5 file"):
         _net(tmp_path, text, "hdf5.prototxt")
+
+
+def test_memory_data_add_datum_vector_crops_in_test_phase(tmp_path):
+    text = rec.MEMORY_NET.replace("top: \"label\"", "top: \"label\" transform_param { crop_size: 2 }").replace(
+        "height: 2 width: 1", "height: 2 width: 2")
+    net = _net(tmp_path, text, "memory_d.prototxt")
+    imgs = [np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4) + i for i in range(4)]
+    datums = [caffe.io.array_to_datum(im, label=i) for i, im in enumerate(imgs)]
+    net.layers[0].add_datum_vector(datums)
+    with pytest.raises(LayerError, match="consumed"):
+        net.layers[0].add_datum_vector(datums)
+    for b in range(2):
+        net.forward()
+        for k in range(2):  # TEST: the centre crop (offset (4 - 2) / 2 = 1)
+            np.testing.assert_array_equal(net.blobs["data"].data[k], imgs[2 * b + k][:, 1:3, 1:3])
+        np.testing.assert_array_equal(net.blobs["label"].data.ravel(), [2 * b, 2 * b + 1])
+    net.layers[0].add_datum_vector(datums[:2])  # consumed: new data may come
