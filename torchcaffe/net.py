@@ -567,6 +567,47 @@ class Net:
         outs |= set(diffs or ())
         return {n: self.blobs[n].diff for n in outs}
 
+    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """pycaffe's Net.set_input_arrays: feed the net's first layer, a MemoryData layer, with ``data``
+        (n x C x H x W float32, C-contiguous) and ``labels`` (n, or n x 1 x 1 x 1, float32); n must be a
+        multiple of its batch size.  The layer keeps the arrays (not copies), as pycaffe does."""
+        if isinstance(labels, np.ndarray) and labels.ndim == 1:
+            labels = np.ascontiguousarray(labels[:, np.newaxis, np.newaxis, np.newaxis])
+        return self._set_input_arrays(data, labels)
+
+    def _set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """pycaffe's C++ Net_SetInputArrays: the same checks and RuntimeError messages, then
+        MemoryDataLayer::Reset."""
+        from .builtin.memory_data import MemoryDataLayer
+
+        md = self.layers[0] if self.layers else None
+        if not isinstance(md, MemoryDataLayer):
+            raise RuntimeError("set_input_arrays may only be called if the first layer is a MemoryDataLayer")
+
+        def check(arr, name: str, channels: int, height: int, width: int) -> None:
+            if not isinstance(arr, np.ndarray):
+                raise RuntimeError(f"{name} must be a numpy array, got {type(arr).__name__}")
+            if not arr.flags["C_CONTIGUOUS"]:
+                raise RuntimeError(f"{name} must be C contiguous")
+            if arr.ndim != 4:
+                raise RuntimeError(f"{name} must be 4-d")
+            if arr.dtype != np.float32:
+                raise RuntimeError(f"{name} must be float32")
+            if arr.shape[1] != channels:
+                raise RuntimeError(f"{name} has wrong number of channels")
+            if arr.shape[2] != height:
+                raise RuntimeError(f"{name} has wrong height")
+            if arr.shape[3] != width:
+                raise RuntimeError(f"{name} has wrong width")
+
+        check(data, "data array", md.channels, md.height, md.width)
+        check(labels, "labels array", 1, 1, 1)
+        if data.shape[0] != labels.shape[0]:
+            raise RuntimeError("data and labels must have the same first dimension")
+        if data.shape[0] % md.batch_size != 0:
+            raise RuntimeError("first dimensions of input arrays must be a multiple of batch size")
+        md.reset(data, labels, data.shape[0])
+
     # -- parameters -----------------------------------------------------------------------------------------
     def clear_param_diffs(self) -> None:
         for p in self.learnable_params:

@@ -1,4 +1,4 @@
-"""Convolution, Deconvolution and Pooling, with Caffe 1.0's parameters, shapes and rounding."""
+"""Convolution, Deconvolution, Pooling, Im2col and SPP, with Caffe 1.0's parameters, shapes and rounding."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,7 @@ from ..layer import TorchLayer, register
 from ..proto import caffe_pb2
 from ._common import FLT_MAX, canonical_axis, count, make_param, param_dtype
 
-__all__ = ["ConvolutionLayer", "DeconvolutionLayer", "PoolingLayer"]
+__all__ = ["ConvolutionLayer", "DeconvolutionLayer", "PoolingLayer", "Im2colLayer", "SPPLayer"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -314,3 +314,146 @@ class PoolingLayer(TorchLayer):
             raise self.error("STOCHASTIC pooling has no backward in TEST (Caffe backpropagates only the TRAIN "
                              "samples)")
         super().backward(top, propagate_down, bottom)
+
+
+# -- Im2col and SPP ------------------------------------------------------------------------------------------
+@register("Im2col")
+class Im2colLayer(TorchLayer):
+    """Caffe's Im2col: the columns a convolution would multiply, as a blob.
+
+    ``convolution_param``'s kernel_size / stride / pad / dilation (once, once per spatial axis, or _h/_w in
+    2-D) and ``axis`` (the channel axis; the axes after it are spatial, the axes before it are batch axes).
+    Top: the bottom's shape with channels C * prod(kernel) and each spatial axis
+    (in + 2 pad - (dilation (kernel - 1) + 1)) / stride + 1; channel index (c * kh + i) * kw + j holds
+    x[c, y * stride + i * dilation - pad, x * stride + j * dilation - pad] (0 outside the image).
+    """
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.convolution_param
+        nax = bottom[0].num_axes
+        self.channel_axis = canonical_axis(self, p.axis, nax, "convolution_param.axis")
+        n = nax - self.channel_axis - 1
+        if n < 1:
+            raise self.error(f"the bottom of shape {bottom[0].shape} has no spatial axis after the channel "
+                             f"axis {self.channel_axis}")
+        self.num_spatial = n
+        self.kernel = _spatial_values(self, p, "kernel_size", n, None, "kernel_h", "kernel_w")
+        if any(k <= 0 for k in self.kernel):
+            raise self.error("Filter dimensions must be nonzero (kernel_size)")
+        self.stride = _spatial_values(self, p, "stride", n, 1, "stride_h", "stride_w")
+        if any(s <= 0 for s in self.stride):
+            raise self.error("Stride dimensions must be nonzero (stride)")
+        self.pad = _spatial_values(self, p, "pad", n, 0, "pad_h", "pad_w")
+        self.dilation = _spatial_values(self, p, "dilation", n, 1, None, None)
+        if any(d <= 0 for d in self.dilation):
+            raise self.error("dilation must be positive")
+
+    def reshape(self, bottom, top):
+        s = list(bottom[0].shape)
+        ca = self.channel_axis
+        if len(s) != ca + 1 + self.num_spatial:
+            raise self.error(f"bottom num_axes may not change (was {ca + 1 + self.num_spatial}, now {len(s)})")
+        out = list(s)
+        for i in range(self.num_spatial):
+            out[ca] *= self.kernel[i]
+            ext = self.dilation[i] * (self.kernel[i] - 1) + 1
+            out[ca + 1 + i] = int((s[ca + 1 + i] + 2 * self.pad[i] - ext) / self.stride[i]) + 1
+        if any(o <= 0 for o in out[ca + 1:]):
+            raise self.error(f"the output would be empty: input {tuple(s)}, kernel {self.kernel}, stride "
+                             f"{self.stride}, pad {self.pad}, dilation {self.dilation}")
+        self.out = out
+        top[0].reshape(tuple(out))
+
+    def compute(self, bottoms, params):
+        x = bottoms[0]
+        ca, n = self.channel_axis, self.num_spatial
+        s = x.shape
+        num = int(np.prod(s[:ca], dtype=np.int64))
+        c = s[ca]
+        x = x.reshape((num, c) + tuple(s[ca + 1:]))
+        pads = []
+        for i in reversed(range(n)):
+            pads += [self.pad[i], self.pad[i]]
+        x = F.pad(x, pads)
+        for i in range(n):  # each spatial axis: windows of `extent`, every `stride`; keep every `dilation`-th
+            ext = self.dilation[i] * (self.kernel[i] - 1) + 1
+            x = x.unfold(2 + i, ext, self.stride[i])[..., ::self.dilation[i]]
+        # (num, C, o_1..o_n, k_1..k_n) -> (num, C, k_1..k_n, o_1..o_n)
+        perm = [0, 1] + list(range(2 + n, 2 + 2 * n)) + list(range(2, 2 + n))
+        return [x.permute(perm).reshape(tuple(self.out))]
+
+
+@register("SPP")
+class SPPLayer(TorchLayer):
+    """Caffe's spatial pyramid pooling of a 4-D blob.
+
+    Level l (0 .. pyramid_height - 1) pools into 2^l x 2^l bins with Caffe's Pooling (``pool`` MAX or AVE):
+    kernel = ceil(H / 2^l), pad = (kernel 2^l - H + 1) / 2, stride = kernel (likewise in W).  The levels are
+    flattened per item and concatenated along axis 1; with pyramid_height 1 the top is the 4-D pooling output
+    (N, C, 1, 1), as in Caffe.
+    """
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.spp_param
+        self.pyramid_height = int(p.pyramid_height)
+        if self.pyramid_height < 1:
+            raise self.error("spp_param.pyramid_height must be at least 1")
+        if p.pool == caffe_pb2.SPPParameter.STOCHASTIC:
+            raise self.error("spp_param.pool STOCHASTIC is not supported (only MAX and AVE)")
+        if p.pool not in (caffe_pb2.SPPParameter.MAX, caffe_pb2.SPPParameter.AVE):
+            raise self.error(f"unknown spp_param.pool {p.pool}")
+        self.pool = caffe_pb2.PoolingParameter.MAX if p.pool == caffe_pb2.SPPParameter.MAX \
+            else caffe_pb2.PoolingParameter.AVE
+        self._shape = None
+
+    def _pooling_param(self, level: int, h: int, w: int) -> "caffe_pb2.LayerParameter":
+        lp = caffe_pb2.LayerParameter()
+        lp.name = f"{self.name}_level{level}"
+        lp.type = "Pooling"
+        pp = lp.pooling_param
+        bins = 2 ** level
+        kh, kw = -(-h // bins), -(-w // bins)
+        pp.kernel_h, pp.kernel_w = kh, kw
+        pp.stride_h, pp.stride_w = kh, kw
+        pp.pad_h, pp.pad_w = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+        pp.pool = self.pool
+        return lp
+
+    def reshape(self, bottom, top):
+        from ..blob import Blob
+        from ..layer import LayerError
+
+        s = bottom[0].shape
+        if len(s) != 4:
+            raise self.error(f"Input must have 4 axes, corresponding to (num, channels, height, width); "
+                             f"shape is {s}")
+        if min(s[2], s[3]) <= 0:
+            raise self.error("Input dimensions cannot be zero.")
+        if s != self._shape:
+            self.pools = []
+            for level in range(self.pyramid_height):
+                pool = PoolingLayer(self._pooling_param(level, s[2], s[3]), self.phase, self.device)
+                try:
+                    pool.setup([bottom[0]], [Blob((), device=self.device, dtype=bottom[0].dtype)])
+                except LayerError as e:
+                    raise self.error(f"pyramid level {level} of a {s[2]}x{s[3]} input: {e}") from None
+                pool._want_mask = False
+                self.pools.append(pool)
+            self._shape = s
+        if self.pyramid_height == 1:
+            top[0].reshape((s[0], s[1]) + tuple(self.pools[0].out))
+        else:
+            top[0].reshape((s[0], sum(s[1] * o[0] * o[1] for o in (p.out for p in self.pools))))
+
+    def compute(self, bottoms, params):
+        x = bottoms[0]
+        outs = [pool.compute([x], [])[0] for pool in self.pools]
+        if self.pyramid_height == 1:
+            return outs
+        return [torch.cat([o.reshape(x.shape[0], -1) for o in outs], dim=1)]
