@@ -243,3 +243,14 @@ def test_net_spec_writes_the_new_parameters():
     n.p = L.Pooling(n.c, pooling_param=dict(kernel_size=3, stride=2, round_mode=caffe.params.Pooling.FLOOR))
     text = str(n.to_proto())
     assert "round_mode: FLOOR" in text and "clip_param" in text
+
+
+def test_spp_stochastic_levels_without_padding():
+    from layer_helpers import TEST
+    x = np.abs(randn(1, 2, 4, 4))
+    (t,) = run(make_layer('type: "SPP" spp_param { pyramid_height: 2 pool: STOCHASTIC }', TEST), [blob(x)],
+               need_backward=False)
+    level0 = (x * x).sum(axis=(2, 3)) / x.sum(axis=(2, 3))
+    q = x.reshape(1, 2, 2, 2, 2, 2)  # 2x2 bins of 2x2
+    level1 = ((q * q).sum(axis=(3, 5)) / q.sum(axis=(3, 5))).reshape(1, 2, 4)
+    np.testing.assert_allclose(t.data, np.concatenate([level0, level1.reshape(1, 8)], axis=1), rtol=1e-12)

@@ -82,7 +82,7 @@ def test_lstm_unit_gradient():
     ('type: "Im2col" convolution_param { kernel_h: 2 kernel_w: 2 }', [(2, 3, 4)], "2D"),
     ('type: "Im2col" convolution_param { kernel_size: 5 }', [(2, 3, 4, 4)], "empty"),
     ('type: "SPP" spp_param { pyramid_height: 3 }', [(1, 2, 5, 5)], "pyramid level 2 .*pad"),
-    ('type: "SPP" spp_param { pyramid_height: 2 pool: STOCHASTIC }', [(1, 2, 5, 5)], "STOCHASTIC"),
+    ('type: "SPP" spp_param { pyramid_height: 2 pool: STOCHASTIC }', [(1, 2, 5, 5)], "level 1 .*Padding"),
     ('type: "LSTM" recurrent_param { num_output: 0 }', [(3, 2, 4), (3, 2)], "num_output must be positive"),
     ('type: "RNN" recurrent_param { num_output: 2 }', [(3, 2, 4), (3, 3)], "cont"),
     ('type: "RNN" recurrent_param { num_output: 2 expose_hidden: true }', [(3, 2, 4), (3, 2)], "at least 3 bottom"),

@@ -404,12 +404,11 @@ class SPPLayer(TorchLayer):
         self.pyramid_height = int(p.pyramid_height)
         if self.pyramid_height < 1:
             raise self.error("spp_param.pyramid_height must be at least 1")
-        if p.pool == caffe_pb2.SPPParameter.STOCHASTIC:
-            raise self.error("spp_param.pool STOCHASTIC is not supported (only MAX and AVE)")
-        if p.pool not in (caffe_pb2.SPPParameter.MAX, caffe_pb2.SPPParameter.AVE):
+        S, P = caffe_pb2.SPPParameter, caffe_pb2.PoolingParameter
+        methods = {S.MAX: P.MAX, S.AVE: P.AVE, S.STOCHASTIC: P.STOCHASTIC}  # STOCHASTIC: levels without padding
+        if p.pool not in methods:
             raise self.error(f"unknown spp_param.pool {p.pool}")
-        self.pool = caffe_pb2.PoolingParameter.MAX if p.pool == caffe_pb2.SPPParameter.MAX \
-            else caffe_pb2.PoolingParameter.AVE
+        self.pool = methods[p.pool]
         self._shape = None
 
     def _pooling_param(self, level: int, h: int, w: int) -> "caffe_pb2.LayerParameter":
