@@ -161,17 +161,12 @@ def get_gpus(flag: str) -> List[int]:
 
 
 def _check_gpus(gpus: List[int]) -> None:
-    import torch
+    from . import mode
 
-    if not gpus:
-        return
-    if not torch.cuda.is_available():
-        raise CliError(f"-gpu {','.join(map(str, gpus))}: no CUDA device is available to torch on this machine "
-                       f"(CPU-only torch build or no GPU); run without -gpu to use the CPU")
-    n = torch.cuda.device_count()
-    bad = [g for g in gpus if g < 0 or g >= n]
-    if bad:
-        raise CliError(f"-gpu: device id(s) {bad} do not exist; this machine has {n} CUDA device(s) (0..{n - 1})")
+    try:
+        mode.check_gpus(gpus)
+    except mode.DeviceError as e:
+        raise CliError(str(e)) from None
 
 
 def _single_device(flags) -> Optional[int]:
@@ -468,7 +463,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if flags["minloglevel"] is not None:
         glog.set_level(int(flags["minloglevel"]))
     if flags["log_dir"]:
-        glog.log_to_dir(str(flags["log_dir"]))
+        try:
+            glog.log_to_dir(str(flags["log_dir"]))
+        except OSError as e:
+            what = "is a file, not a folder" if os.path.isfile(str(flags["log_dir"])) else \
+                f"cannot write a log file there: {e.strerror or e}"
+            sys.stderr.write(f"-log_dir {flags['log_dir']}: {what}\n")
+            return 1
     command = positional[0]
     fn = COMMANDS.get(command)
     if fn is None:
