@@ -67,12 +67,15 @@ commands:
     -log_dir (Optional; also write a glog-style log file there.) type: string
     -minloglevel (Messages below this severity are not logged: 0 INFO,
       1 WARNING, 2 ERROR.) type: int32 default: 0
+    -nonfinite_loss (train: 'stop' at the first NaN or infinite loss, naming
+      the iteration and keeping the last snapshot; 'continue' trains on as
+      Caffe does.) type: string default: "stop"
 """
 
 _FLAGS: Dict[str, object] = {
     "gpu": "", "solver": "", "model": "", "phase": "", "level": 0, "stage": "", "snapshot": "",
     "weights": "", "iterations": 50, "sigint_effect": "stop", "sighup_effect": "snapshot",
-    "cpu_ranks": 0, "backend": "", "log_dir": "", "minloglevel": None,
+    "cpu_ranks": 0, "backend": "", "log_dir": "", "minloglevel": None, "nonfinite_loss": "stop",
 }
 _BOOL_FLAGS = {"logtostderr", "alsologtostderr", "help", "version", "helpshort"}
 
@@ -259,6 +262,11 @@ def train(flags, given) -> int:
         _info("-iterations is not used by train (the solver's max_iter applies), as in Caffe", "caffe.cpp:200")
     sigint = SolverAction.parse(flags["sigint_effect"])
     sighup = SolverAction.parse(flags["sighup_effect"])
+    if flags["nonfinite_loss"] not in ("stop", "continue"):
+        raise CliError(f"-nonfinite_loss must be stop or continue, got '{flags['nonfinite_loss']}'")
+    from .solver import NONFINITE_ENV
+
+    os.environ[NONFINITE_ENV] = flags["nonfinite_loss"]
     param = read_solver(flags["solver"])
     param.train_state.level = int(flags["level"])
     for s in _stages(flags):

@@ -52,7 +52,7 @@ from .proto import caffe_pb2
 
 __all__ = ["Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver",
            "AdamSolver", "get_solver", "solver_types", "read_solver", "SolverAction", "SolverError",
-           "learning_rate", "SIDECAR_SUFFIX"]
+           "learning_rate", "SIDECAR_SUFFIX", "DivergenceError", "NONFINITE_ENV"]
 
 #: Suffix of the exact-resumption sidecar written next to each solverstate.
 SIDECAR_SUFFIX = ".rng"
@@ -65,8 +65,17 @@ _LEGACY_TYPES = {caffe_pb2.SolverParameter.SGD: "SGD", caffe_pb2.SolverParameter
                  caffe_pb2.SolverParameter.ADADELTA: "AdaDelta", caffe_pb2.SolverParameter.ADAM: "Adam"}
 
 
+#: ``caffe train -nonfinite_loss continue`` sets this in the environment (so that spawned ranks see it too):
+#: train on after a NaN or infinite loss, as Caffe does
+NONFINITE_ENV = "TORCHCAFFE_NONFINITE_LOSS"
+
+
 class SolverError(ValueError):
     """A solver definition or solver state that cannot be used; the message says what and where."""
+
+
+class DivergenceError(SolverError):
+    """Training stopped at a NaN or infinite loss (``Solver.stop_on_nonfinite_loss``); names the iteration."""
 
 
 class SolverAction:
@@ -424,6 +433,9 @@ class Solver:
         self.loss = float("nan")
         self._losses: List[float] = []
         self._iterations_last = 0
+        #: stop at the first NaN/inf loss (raise DivergenceError before the update); False: Caffe's behaviour
+        self.stop_on_nonfinite_loss = os.environ.get(NONFINITE_ENV, "stop") != "continue"
+        self.last_snapshot: Optional[str] = None
         self.mean_scores: List[List[float]] = [[] for _ in self.test_nets]
         self._pre_solve()
 
@@ -603,6 +615,8 @@ class Solver:
                 loss = _F32(loss + _F32(self.net.forward_backward()))
             loss = _F32(loss / _F32(p.iter_size))
             self.loss = float(loss)
+            if self.stop_on_nonfinite_loss:
+                self._check_finite_loss(loss)
             self._update_smoothed_loss(loss, start_iter, average_loss)
             if display:
                 lapse = time.perf_counter() - timer
@@ -624,6 +638,25 @@ class Solver:
             if request == SolverAction.STOP:
                 self.requested_early_exit = True
                 break
+
+    def _check_finite_loss(self, loss) -> None:
+        """Raise :class:`DivergenceError` when this rank's (or, data-parallel, any rank's) loss is not
+        finite; the weights are not updated and no snapshot is written, so the last one stays the good one."""
+        bad = not math.isfinite(float(loss))
+        if self.world_size > 1:
+            from . import parallel
+
+            flag = torch.tensor([1.0 if bad else 0.0], device=parallel._comm_device())
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            bad = bool(flag.item())
+        if not bad:
+            return
+        kept = f"the last snapshot, {self.last_snapshot}, is kept" if self.last_snapshot else \
+            "no snapshot was written in this run"
+        raise DivergenceError(
+            f"Iteration {self.iter}, loss = {_f(_F32(loss))}: the loss is not finite (training diverged or the "
+            f"data hold NaN/inf); stopped before updating the weights, {kept}.  Lower base_lr or clip_gradients, "
+            f"or check the data; caffe train -nonfinite_loss continue trains on as Caffe does")
 
     def _sync_flags_after_test(self) -> None:
         from . import parallel
@@ -835,7 +868,8 @@ class Solver:
             model_filename = self._snapshot_to_hdf5()
         else:
             raise SolverError("Unsupported snapshot format.")
-        return self._snapshot_solver_state(model_filename, ranks_state)
+        self.last_snapshot = self._snapshot_solver_state(model_filename, ranks_state)
+        return self.last_snapshot
 
     def _snapshot_to_binaryproto(self) -> str:
         from .protoio import write_binaryproto
@@ -951,23 +985,41 @@ class Solver:
     def _restore_hdf5(self, state_file: str) -> None:
         import h5py
 
-        with h5py.File(state_file, "r") as f:
-            self.iter = int(np.asarray(f["iter"][()]).reshape(-1)[0])
-            if "learned_net" in f:
-                raw = f["learned_net"][()]
-                if isinstance(raw, np.ndarray):
-                    raw = raw.reshape(-1)[0]
-                name = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-                name = name.rstrip("\0")
-                if name:
-                    self.net.copy_from(_resolve_beside(name, state_file))
-            self.current_step = int(np.asarray(f["current_step"][()]).reshape(-1)[0]) if "current_step" in f else 0
-            g = f["history"]
-            n = len(g.keys())
-            missing = [str(i) for i in range(n) if str(i) not in g]
-            if missing:
-                raise SolverError(f"{state_file}: history group lacks datasets {', '.join(missing)}")
-            arrays = [np.asarray(g[str(i)][()], dtype=np.float32) for i in range(n)]
+        try:
+            f = h5py.File(state_file, "r")
+        except OSError as e:
+            raise SolverError(f"{state_file}: not a readable HDF5 solver state (truncated or damaged: "
+                              f"{str(e).splitlines()[0]})") from None
+        try:
+            with f:
+                self._read_state_hdf5(f, state_file)
+        except (KeyError, OSError, ValueError, IndexError, TypeError) as e:
+            if type(e).__module__.startswith("torchcaffe"):  # already names the file and what is wrong
+                raise
+            raise SolverError(f"{state_file}: damaged HDF5 solver state ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+    def _read_state_hdf5(self, f, state_file: str) -> None:
+        for need in ("iter", "history"):
+            if need not in f:
+                raise SolverError(f"{state_file}: the HDF5 solver state lacks '{need}' (Caffe writes iter, "
+                                  f"learned_net, current_step and the group history)")
+        self.iter = int(np.asarray(f["iter"][()]).reshape(-1)[0])
+        if "learned_net" in f:
+            raw = f["learned_net"][()]
+            if isinstance(raw, np.ndarray):
+                raw = raw.reshape(-1)[0]
+            name = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+            name = name.rstrip("\0")
+            if name:
+                self.net.copy_from(_resolve_beside(name, state_file))
+        self.current_step = int(np.asarray(f["current_step"][()]).reshape(-1)[0]) if "current_step" in f else 0
+        g = f["history"]
+        n = len(g.keys())
+        missing = [str(i) for i in range(n) if str(i) not in g]
+        if missing:
+            raise SolverError(f"{state_file}: history group lacks datasets {', '.join(missing)}")
+        arrays = [np.asarray(g[str(i)][()], dtype=np.float32) for i in range(n)]
         self._set_history(arrays, state_file)
 
     def _restore_sidecar(self, path: str) -> None:
