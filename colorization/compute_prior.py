@@ -15,6 +15,10 @@ Inputs:
   encoded ones (JPEG/PNG bytes, ``encoded: true``), decoded with OpenCV to BGR;
 * ``--images DIR``: every image file under DIR (recursive, sorted), read with OpenCV (BGR).
 Images are used at their stored size; consecutive images of one size form a batch (``--batch``).
+
+Bad input is one line naming the flag and file (and the record's key for a damaged Datum) and exit status 2:
+a missing, empty or damaged LMDB, a record that is not a Datum or whose pixels do not fill its shape, a
+folder without images, an unreadable ``--bins``.  The output keeps the permissions the umask gives.
 """
 from __future__ import annotations
 
@@ -30,6 +34,10 @@ import cv2
 import numpy as np
 import torch
 
+class PriorError(RuntimeError):
+    """Bad input or output for compute_prior; the message names the flag and the file."""
+
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".jpe"}
 
 
@@ -43,7 +51,15 @@ def datum_to_bgr(buf: bytes) -> np.ndarray:
     from torchcaffe.proto import caffe_pb2
 
     d = caffe_pb2.Datum()
-    d.ParseFromString(buf)
+    try:
+        d.ParseFromString(buf)
+    except Exception as e:  # google.protobuf.message.DecodeError
+        raise ValueError(f"not a Datum ({type(e).__name__}: {e})") from None
+    want = d.channels * d.height * d.width
+    have = len(d.data) if len(d.data) else len(d.float_data)
+    if not d.encoded and (want == 0 or have != want):
+        raise ValueError(f"a Datum of shape {d.channels}x{d.height}x{d.width} with {have} values "
+                         f"(short or damaged)")
     arr = caffe_io.datum_to_array(d)
     if arr.shape[0] == 1:
         arr = np.repeat(arr, 3, axis=0)
@@ -55,23 +71,54 @@ def datum_to_bgr(buf: bytes) -> np.ndarray:
 def lmdb_images(path: str, limit: int | None):
     import lmdb
 
-    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=os.path.isdir(path))
-    total = env.stat()["entries"]
+    if not os.path.exists(path):
+        raise PriorError(f"--lmdb {path}: no such database")
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "data.mdb")):
+        raise PriorError(f"--lmdb {path}: not an LMDB (no data.mdb in the folder)")
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=os.path.isdir(path))
+        st, info = env.stat(), env.info()
+        total = st["entries"]
+    except lmdb.Error as e:
+        raise PriorError(f"--lmdb {path}: not a readable LMDB ({e})") from None
+    # a data file shorter than its pages (a copy cut short) would crash the reader with SIGBUS
+    data_file = os.path.join(path, "data.mdb") if os.path.isdir(path) else path
+    need, have = (info["last_pgno"] + 1) * st["psize"], os.path.getsize(data_file)
+    if have < need:
+        env.close()
+        raise PriorError(f"--lmdb {path}: damaged database: {data_file} has {have} bytes, its pages need {need} "
+                         f"(truncated copy?)")
+    if total == 0:
+        env.close()
+        raise PriorError(f"--lmdb {path}: the database holds no records")
     total = min(total, limit) if limit else total
 
     def gen():
-        with env.begin() as txn:
-            for n, (_, value) in enumerate(txn.cursor()):
-                if limit and n >= limit:
-                    break
-                yield datum_to_bgr(value)
-        env.close()
+        try:
+            with env.begin() as txn:
+                for n, (key, value) in enumerate(txn.cursor()):
+                    if limit and n >= limit:
+                        break
+                    try:
+                        img = datum_to_bgr(value)
+                    except ValueError as e:
+                        raise PriorError(f"--lmdb {path}: record {key.decode('utf-8', 'backslashreplace')!r}: "
+                                         f"{e}") from None
+                    yield img
+        except lmdb.Error as e:
+            raise PriorError(f"--lmdb {path}: damaged database ({e})") from None
+        finally:
+            env.close()
 
     return total, gen()
 
 
 def folder_images(path: str, limit: int | None):
+    if not os.path.isdir(path):
+        raise PriorError(f"--images {path}: " + ("not a folder" if os.path.exists(path) else "no such folder"))
     files = sorted(p for p in Path(path).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise PriorError(f"--images {path}: no image files ({', '.join(sorted(IMAGE_EXTS))}) in the folder")
     if limit:
         files = files[:limit]
 
@@ -106,7 +153,14 @@ def compute_prior(images, total: int, device, batch: int, sigma: float, keep_gra
     """Stream ``images`` (CxHxW BGR) through a :class:`cic.PriorAccumulator`; returns (prior, accumulator)."""
     from tqdm import tqdm
 
-    centers = cic.load_bins(bins) if bins else None
+    given = bins
+    if bins and os.path.exists(bins):
+        bins = os.path.abspath(bins)  # a path the user typed is relative to the working directory
+    try:
+        centers = cic.load_bins(bins) if bins else None
+    except Exception as e:  # missing, not .npy, wrong shape, an object array (never unpickled)
+        why = "not a numeric .npy array (pickled or other data; never unpickled)" if "pickle" in str(e) else e
+        raise PriorError(f"--bins {given}: cannot use it as bin centres: {why}") from None
     acc = cic.PriorAccumulator(centers, skip_gray=not keep_gray, threshold=gray_threshold, device=device)
     with tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for group in batches(images, batch):
@@ -114,6 +168,9 @@ def compute_prior(images, total: int, device, batch: int, sigma: float, keep_gra
             acc.update(cic.bgr255_to_lab(bgr.float())[:, 1:])
             bar.update(len(group))
             bar.set_postfix(used=acc.images, gray=acc.skipped, refresh=False)
+    if acc.images == 0:
+        raise PriorError(f"no colour image to count ({acc.skipped} gray image(s) skipped; --keep-gray counts "
+                         f"them)")
     return acc.prior(sigma), acc
 
 
@@ -136,11 +193,29 @@ def main(argv=None) -> int:
     if args.batch < 1 or (args.limit is not None and args.limit < 1) or args.sigma < 0:
         ap.error("--batch and --limit must be positive, --sigma non-negative")
 
-    total, images = (lmdb_images(args.lmdb, args.limit) if args.lmdb else folder_images(args.images, args.limit))
-    t0 = time.time()
-    prior, acc = compute_prior(images, total, torch.device(args.device), args.batch, args.sigma, args.keep_gray,
-                               args.gray_threshold, args.bins, progress=not args.no_progress)
-    out = cic.save_prior(prior, args.out)
+    try:
+        if os.path.isdir(args.out):
+            raise PriorError(f"--out {args.out}: is a folder; give the file to write (e.g. prior_probs.npy)")
+        if args.device.startswith("cuda"):
+            from torchcaffe import mode
+
+            try:
+                mode.check_gpus([torch.device(args.device).index or 0], flag="--device")
+            except mode.DeviceError as e:
+                raise PriorError(str(e)) from None
+        total, images = (lmdb_images(args.lmdb, args.limit) if args.lmdb else
+                         folder_images(args.images, args.limit))
+        t0 = time.time()
+        prior, acc = compute_prior(images, total, torch.device(args.device), args.batch, args.sigma,
+                                   args.keep_gray, args.gray_threshold, args.bins, progress=not args.no_progress)
+        try:
+            out = cic.save_prior(prior, args.out)
+        except OSError as e:
+            raise PriorError(f"--out {args.out}: cannot write: {e.strerror or e}") from None
+    except PriorError as e:
+        msg = str(e) if str(e).startswith("--") else f"{args.lmdb or args.images}: {e}"
+        print(f"compute_prior: error: {msg}", file=sys.stderr)
+        return 2
     print(f"{acc.images} images counted, {acc.skipped} gray skipped, {int(acc.counts.sum())} pixels, "
           f"{int((acc.counts > 0).sum())}/{len(prior)} bins seen, {time.time() - t0:.1f} s -> {out}")
     return 0
