@@ -108,32 +108,59 @@ class BuildError(RuntimeError):
 # =========================================================================================================
 
 def _walk_files(root: str, exclude: Sequence[str] = ()) -> List[str]:
-    """Relative paths (with ``/``) of all non-hidden regular files under ``root``, sorted; directories in
-    ``exclude`` (absolute) are not entered.  One ``scandir`` per directory, no extra ``stat`` per file."""
+    """Relative paths (with ``/``) of the non-hidden regular files under ``root``, sorted; directories in
+    ``exclude`` (absolute) are not entered.
+
+    Each real directory and each real file is taken once, under its own path: the tree of real (not
+    symlinked) directories is walked first; then a symlinked directory is entered only when its target has
+    not been walked (a link to a folder outside ``root``; a link back into the tree -- a loop such as
+    ``b/loop -> ..`` or a second name for a class folder -- is skipped with a warning).  A file reached
+    twice (a symlinked file, hard links) is stored once, under the first path in the walk.  FIFOs, sockets
+    and devices are never opened.  Names that are not UTF-8 are kept as the file system gives them."""
     out: List[str] = []
-    excl = {os.path.realpath(e) for e in exclude}
+    seen_dirs = {os.path.realpath(e) for e in exclude}
+    seen_files = set()
+    deferred: List[Tuple[str, str]] = []  # symlinked directories: entered after the real tree
 
     def walk(d: str, prefix: str) -> None:
+        seen_dirs.add(os.path.realpath(d))
         try:
-            entries = list(os.scandir(d))
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
         except OSError as e:
-            print(f"warning: cannot list {d}: {e}", file=sys.stderr)
+            print(f"warning: cannot list {d}: {e.strerror or e}", file=sys.stderr)
             return
+        subdirs = []
         for ent in entries:
             if ent.name.startswith("."):
                 continue
             try:
                 if ent.is_dir():
-                    real = os.path.realpath(ent.path)
-                    if real not in excl:
-                        excl.add(real)  # each directory once (symlink loops)
-                        walk(ent.path, prefix + ent.name + "/")
-                elif ent.is_file():
-                    out.append(prefix + ent.name)
+                    if ent.is_symlink():
+                        deferred.append((ent.path, prefix + ent.name + "/"))
+                    else:
+                        subdirs.append((ent.path, prefix + ent.name + "/"))
+                elif ent.is_file():  # a regular file, or a symlink to one
+                    st = ent.stat()
+                    ident = (st.st_dev, st.st_ino)
+                    if ident not in seen_files:
+                        seen_files.add(ident)
+                        out.append(prefix + ent.name)
             except OSError:
                 continue
+        for path, pre in subdirs:
+            if os.path.realpath(path) not in seen_dirs:
+                walk(path, pre)
 
     walk(root, "")
+    while deferred:
+        path, pre = deferred.pop(0)
+        real = os.path.realpath(path)
+        inside = any(real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in seen_dirs)
+        if inside or real in seen_dirs:
+            print(f"warning: skipping {pre.rstrip('/')} -> {os.readlink(path)}: a symlink to a folder already "
+                  f"in the walk (its images are stored under their own path)", file=sys.stderr)
+            continue
+        walk(path, pre)
     out.sort()
     return out
 
@@ -142,7 +169,8 @@ def read_list_file(path: str) -> List[Tuple[str, int]]:
     """convert_imageset's list: ``path label`` per line, the label after the last space (paths may hold
     spaces); a line without a label gets 0; blank lines are ignored."""
     entries = []
-    with open(path, encoding="utf-8") as f:
+    # bytes that are not UTF-8 (a Latin-1 file name) are kept as they are: the name is looked up as written
+    with _open_input(path, "--list") as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -157,6 +185,23 @@ def read_list_file(path: str) -> List[Tuple[str, int]]:
                     pass
             entries.append((line.strip(), 0))
     return entries
+
+
+def _open_input(path: str, flag: str):
+    """A text input file (list, labels, synsets) opened for reading; BuildError naming ``flag`` and ``path``
+    when it cannot be; lines that are not UTF-8 keep their bytes (surrogate escapes)."""
+    import stat as _stat
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise BuildError(f"{flag} {path}: {e.strerror or e}") from None
+    if not _stat.S_ISREG(st.st_mode):
+        raise BuildError(f"{flag} {path}: not a regular file")
+    try:
+        return open(path, encoding="utf-8", errors="surrogateescape")
+    except OSError as e:
+        raise BuildError(f"{flag} {path}: {e.strerror or e}") from None
 
 
 def is_ilsvrc_layout(root: str) -> bool:
@@ -174,8 +219,14 @@ def is_ilsvrc_layout(root: str) -> bool:
 
 def read_synsets(path: str) -> List[str]:
     """Caffe's synsets.txt (``n01440764`` or ``n01440764 tench, ...`` per line): the wnids in label order."""
-    with open(path, encoding="utf-8") as f:
-        return [ln.split()[0] for ln in f if ln.strip()]
+    with _open_input(path, "--synsets") as f:
+        wnids = [ln.split()[0] for ln in f if ln.strip()]
+    if not wnids:
+        raise BuildError(f"--synsets {path}: no wnids in the file (expected 'n01440764 ...' per line)")
+    dup = sorted({w for w in wnids if wnids.count(w) > 1})
+    if dup:
+        raise BuildError(f"--synsets {path}: wnid(s) listed twice: {', '.join(dup[:5])}")
+    return wnids
 
 
 def read_meta_mat(path: str) -> Dict[int, str]:
@@ -203,10 +254,10 @@ def read_meta_mat(path: str) -> Dict[int, str]:
 
 def read_val_labels(path: str, meta: Optional[str], synsets: Optional[List[str]]) -> Tuple[Dict[str, int], str]:
     """Validation labels by file name, from Caffe's val.txt or the devkit ground truth (+ meta.mat)."""
-    with open(path, encoding="utf-8") as f:
+    with _open_input(path, "--val-labels") as f:
         lines = [ln.split() for ln in f if ln.strip()]
     if not lines:
-        raise BuildError(f"the validation label file {path} is empty")
+        raise BuildError(f"--val-labels {path}: the validation label file is empty")
     if all(len(t) == 1 for t in lines):  # devkit ground truth: one ILSVRC2012_ID per image, in image order
         meta = meta or os.path.join(os.path.dirname(os.path.abspath(path)), "meta.mat")
         if not os.path.exists(meta):
@@ -217,7 +268,10 @@ def read_val_labels(path: str, meta: Optional[str], synsets: Optional[List[str]]
         index = {w: i for i, w in enumerate(order)}
         labels = {}
         for i, t in enumerate(lines, 1):
-            sid = int(t[0])
+            try:
+                sid = int(t[0])
+            except ValueError:
+                raise BuildError(f"--val-labels {path} line {i}: {t[0]!r} is not an ILSVRC2012_ID") from None
             if sid not in id2wnid:
                 raise BuildError(f"{path} line {i}: ILSVRC2012_ID {sid} is not a leaf synset of {meta}")
             wnid = id2wnid[sid]
@@ -228,8 +282,11 @@ def read_val_labels(path: str, meta: Optional[str], synsets: Optional[List[str]]
     labels = {}
     for i, t in enumerate(lines, 1):
         if len(t) < 2:
-            raise BuildError(f"{path} line {i}: expected 'file label', got {' '.join(t)!r}")
-        labels[os.path.splitext(os.path.basename(" ".join(t[:-1])))[0]] = int(t[-1])
+            raise BuildError(f"--val-labels {path} line {i}: expected 'file label', got {' '.join(t)!r}")
+        try:
+            labels[os.path.splitext(os.path.basename(" ".join(t[:-1])))[0]] = int(t[-1])
+        except ValueError:
+            raise BuildError(f"--val-labels {path} line {i}: the label {t[-1]!r} is not an integer") from None
     return labels, f"val.txt-style list {path}"
 
 
@@ -521,11 +578,29 @@ def process_image(path: str, rel: str, label: int, cfg: dict):
     """
     import cv2
 
+    import stat as _stat
+
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer; then only a regular
+        # file is read
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        return "skip", None, f"unreadable: {e.strerror or e}"
+    try:
+        mode = os.fstat(fd).st_mode
+        if not _stat.S_ISREG(mode):
+            kind = ("a FIFO" if _stat.S_ISFIFO(mode) else "a directory" if _stat.S_ISDIR(mode) else
+                    "a socket" if _stat.S_ISSOCK(mode) else "a device" if _stat.S_ISCHR(mode) or
+                    _stat.S_ISBLK(mode) else "not a file")
+            return "skip", None, f"not a regular file ({kind})"
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
             data = f.read()
     except OSError as e:
         return "skip", None, f"unreadable: {e.strerror or e}"
+    finally:
+        if fd >= 0:
+            os.close(fd)
     if not data:
         return "skip", None, "empty file"
     fmt = sniff(data)
@@ -739,6 +814,10 @@ def _commit(env, pending: List[Tuple[bytes, bytes]], stats: dict) -> None:
             txn.abort()
             stats["map_size"] = _grow(env, need)
             stats["map_grows"] += 1
+        except lmdb.Error as e:
+            txn.abort()
+            raise BuildError(f"{env.path()}: cannot write the database ({e}; is the disk full?); nothing of this "
+                             f"batch was stored: free space and rerun the same command to resume") from None
 
 
 def _content_params(args, inputs: Inputs) -> dict:
@@ -952,10 +1031,10 @@ def build_split(inputs: Inputs, out: str, args, log=print, get_pool=None) -> dic
     duration = elapsed0 + (time.time() - t0)
     gray = journal.gray
     skipped = journal.skipped
-    with open(os.path.join(out, "gray.txt.tmp"), "w", encoding="utf-8") as f:
+    with open(os.path.join(out, "gray.txt.tmp"), "w", encoding="utf-8", errors="surrogateescape") as f:
         f.write("".join(g + "\n" for g in gray))
     os.replace(os.path.join(out, "gray.txt.tmp"), os.path.join(out, "gray.txt"))
-    with open(os.path.join(out, "skipped.txt.tmp"), "w", encoding="utf-8") as f:
+    with open(os.path.join(out, "skipped.txt.tmp"), "w", encoding="utf-8", errors="surrogateescape") as f:
         f.write("".join(f"{k}\t{v}\n" for k, v in skipped.items()))
     os.replace(os.path.join(out, "skipped.txt.tmp"), os.path.join(out, "skipped.txt"))
     manifest = {
@@ -1061,6 +1140,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.time()
     try:
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise BuildError(f"--out {args.out}: is a file, not a folder")
+        if args.list is not None:
+            _open_input(args.list, "--list").close()
         splits = collect_inputs(args)
         multi = len(splits) > 1 or (args.split == "all" and is_ilsvrc_layout(args.root) and not args.list)
         manifests = []
@@ -1110,6 +1193,12 @@ def main(argv=None) -> int:
             print(summary_line(m))
     except BuildError as e:
         print(f"build_lmdb: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the output folder or the disk: name the file, no traceback
+        where = e.filename or args.out
+        print(f"build_lmdb: error: {where}: {e.strerror or e}" + (
+            " (is the disk full? free space and rerun the same command to resume)"
+            if e.errno in (28, 27, 122) else ""), file=sys.stderr)
         return 2
     return 0
 
