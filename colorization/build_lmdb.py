@@ -261,7 +261,7 @@ def read_val_labels(path: str, meta: Optional[str], synsets: Optional[List[str]]
     if all(len(t) == 1 for t in lines):  # devkit ground truth: one ILSVRC2012_ID per image, in image order
         meta = meta or os.path.join(os.path.dirname(os.path.abspath(path)), "meta.mat")
         if not os.path.exists(meta):
-            raise BuildError(f"{path} is the devkit ground truth (ILSVRC2012_IDs); its synset mapping "
+            raise BuildError(f"--val-labels {path} is the devkit ground truth (ILSVRC2012_IDs); its synset mapping "
                              f"{meta} is missing (pass --meta ILSVRC2012_devkit_t12/data/meta.mat)")
         id2wnid = read_meta_mat(meta)
         order = synsets or sorted(id2wnid.values())
@@ -273,10 +273,10 @@ def read_val_labels(path: str, meta: Optional[str], synsets: Optional[List[str]]
             except ValueError:
                 raise BuildError(f"--val-labels {path} line {i}: {t[0]!r} is not an ILSVRC2012_ID") from None
             if sid not in id2wnid:
-                raise BuildError(f"{path} line {i}: ILSVRC2012_ID {sid} is not a leaf synset of {meta}")
+                raise BuildError(f"--val-labels {path} line {i}: ILSVRC2012_ID {sid} is not a leaf synset of {meta}")
             wnid = id2wnid[sid]
             if wnid not in index:
-                raise BuildError(f"{path} line {i}: wnid {wnid} is not in the synset list")
+                raise BuildError(f"--val-labels {path} line {i}: wnid {wnid} is not in the synset list")
             labels[f"ILSVRC2012_val_{i:08d}"] = index[wnid]
         return labels, f"devkit ground truth {path} with {meta}"
     labels = {}

@@ -153,14 +153,7 @@ def compute_prior(images, total: int, device, batch: int, sigma: float, keep_gra
     """Stream ``images`` (CxHxW BGR) through a :class:`cic.PriorAccumulator`; returns (prior, accumulator)."""
     from tqdm import tqdm
 
-    given = bins
-    if bins and os.path.exists(bins):
-        bins = os.path.abspath(bins)  # a path the user typed is relative to the working directory
-    try:
-        centers = cic.load_bins(bins) if bins else None
-    except Exception as e:  # missing, not .npy, wrong shape, an object array (never unpickled)
-        why = "not a numeric .npy array (pickled or other data; never unpickled)" if "pickle" in str(e) else e
-        raise PriorError(f"--bins {given}: cannot use it as bin centres: {why}") from None
+    centers = _centers(bins)
     acc = cic.PriorAccumulator(centers, skip_gray=not keep_gray, threshold=gray_threshold, device=device)
     with tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for group in batches(images, batch):
@@ -172,6 +165,19 @@ def compute_prior(images, total: int, device, batch: int, sigma: float, keep_gra
         raise PriorError(f"no colour image to count ({acc.skipped} gray image(s) skipped; --keep-gray counts "
                          f"them)")
     return acc.prior(sigma), acc
+
+
+def _centers(bins):
+    """The bin centres of ``--bins`` (None: the released 313); PriorError naming the file otherwise."""
+    given = bins
+    if bins and os.path.exists(bins):
+        bins = os.path.abspath(bins)  # a path the user typed is relative to the working directory
+    try:
+        centers = cic.load_bins(bins) if bins else None
+    except Exception as e:  # missing, not .npy, wrong shape, an object array (never unpickled)
+        why = "not a numeric .npy array (pickled or other data; never unpickled)" if "pickle" in str(e) else e
+        raise PriorError(f"--bins {given}: cannot use it as bin centres: {why}") from None
+    return centers
 
 
 def main(argv=None) -> int:
@@ -203,6 +209,7 @@ def main(argv=None) -> int:
                 mode.check_gpus([torch.device(args.device).index or 0], flag="--device")
             except mode.DeviceError as e:
                 raise PriorError(str(e)) from None
+        _centers(args.bins)  # before any database is opened
         total, images = (lmdb_images(args.lmdb, args.limit) if args.lmdb else
                          folder_images(args.images, args.limit))
         t0 = time.time()
