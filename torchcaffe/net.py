@@ -590,7 +590,7 @@ class Net:
         if (n_src != n_dst) if not hdf5 else (n_src > n_dst):
             raise NetError(f"Incompatible number of blobs for layer {layer_name} ({source} has {n_src}, the net "
                            f"has {n_dst})")
-        lid = self._layer_names.index(layer_name) if layer_name in self.layer_dict else -1
+        lid = self._layer_names.index(layer_name) if layer_name in self._layer_names else -1
         for i, blob in enumerate(layer.blobs):
             bp = protos[i] if i < n_src else None
             if bp is None or (hdf5 and is_missing_blob(bp)):
