@@ -20,6 +20,19 @@ Inputs
     folder as label, files at the top level label 0.  ``--list FILE``: convert_imageset's list, one
     ``relative/path label`` per line (the label after the last space), paths relative to ``--root``.
 
+Symlinks, odd files and odd names
+    The walk takes each real folder and each real file once, under its own path: a symlinked folder is
+    entered only when it points outside the tree (a class folder kept elsewhere; it is a class like any
+    other); a link back into the tree (a loop such as ``b/loop -> ..``, or a second name for a class folder)
+    is skipped with a warning, so no image is stored twice or under a second label.  A file reached twice
+    (a symlink to a file, hard links) is stored once.  Only regular files are ever opened: a FIFO, socket or
+    device -- in the tree or named by ``--list`` -- is skipped ("not a regular file").  File names and list
+    lines that are not UTF-8 (a Latin-1 ``caf\xe9.jpg``) are kept as the bytes on disk, in the keys,
+    ``gray.txt`` and ``skipped.txt`` (the JSON files escape them).  Errors in the command line or the label
+    files are one line naming the flag and file (and line) and exit status 2.  A full disk stops the build
+    with one line; nothing of the batch in flight is stored, and the same command resumes after space is
+    freed.
+
 Splits (supplementary material, Sec. 2.3)
     ``train``: all training images (seeded shuffle, as ``convert_imageset --shuffle``; ``--no-shuffle``);
     ``val``: the first ``--val-first`` (2000) validation images by file name; ``test``: the last
