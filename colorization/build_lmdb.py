@@ -728,20 +728,11 @@ def _task(task):
 # =========================================================================================================
 
 def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write ``text`` to ``path`` atomically (torchcaffe's atomic_write: fsync, rename, no debris)."""
+    from torchcaffe.protoio import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def _inputs_digest(entries: List[Tuple[str, int]]) -> str:
@@ -1153,6 +1144,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.time()
     try:
+        if not args.out.strip():
+            raise BuildError("--out '': give the output folder")
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             raise BuildError(f"--out {args.out}: is a file, not a folder")
         if args.list is not None:

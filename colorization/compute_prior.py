@@ -200,8 +200,14 @@ def main(argv=None) -> int:
         ap.error("--batch and --limit must be positive, --sigma non-negative")
 
     try:
-        if os.path.isdir(args.out):
-            raise PriorError(f"--out {args.out}: is a folder; give the file to write (e.g. prior_probs.npy)")
+        if not args.out.strip() or os.path.isdir(args.out):
+            raise PriorError(f"--out {args.out!r}: " + ("is a folder; " if args.out.strip() else "") +
+                             "give the file to write (e.g. prior_probs.npy)")
+        parent = os.path.dirname(args.out)
+        while parent and not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if parent and not os.path.isdir(parent):
+            raise PriorError(f"--out {args.out}: {parent} is a file, not a folder")
         if args.device.startswith("cuda"):
             from torchcaffe import mode
 

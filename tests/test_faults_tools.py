@@ -162,6 +162,7 @@ def test_build_lmdb_bad_flags_are_one_line(tmp_path):
     afile.write_text("x")
     _one_line_error(*_build_here("--root", root, "--out", afile), "--out", "afile", "is a file")
     _one_line_error(*_build_here("--root", root, "--out", afile / "sub"), "afile/sub")
+    _one_line_error(*_build_here("--root", root, "--out", ""), "--out ''")
     _one_line_error(*_build_here("--root", root, "--list", tmp_path / "nope.txt", "--out", tmp_path / "o"),
                     "--list", "nope.txt")
     _one_line_error(*_build_here("--root", root, "--list", root, "--out", tmp_path / "o"), "--list", "regular file")
@@ -194,6 +195,10 @@ def test_compute_prior_bad_inputs_are_one_line(tmp_path):
     (tmp_path / "emptydir").mkdir()
     _one_line_error(*_main("compute_prior", "--lmdb", tmp_path / "emptydir", *cp), "--lmdb", "not an LMDB")
     _one_line_error(*_main("compute_prior", "--images", tmp_path / "emptydir", *cp), "--images", "no image")
+    (tmp_path / "afile").write_text("x")
+    for out, needle in (("", "--out ''"), (tmp_path / "afile" / "p.npy", "afile is a file"),
+                        (tmp_path, "is a folder")):
+        _one_line_error(*_main("compute_prior", "--images", tmp_path / "emptydir", "--out", out), needle)
     lmdb.open(str(tmp_path / "empty_db")).close()
     _one_line_error(*_main("compute_prior", "--lmdb", tmp_path / "empty_db", *cp), "empty_db", "no records")
     (tmp_path / "garbage").write_bytes(b"x" * 5000)
