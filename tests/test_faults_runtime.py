@@ -174,6 +174,9 @@ def _net(text=NET):
 
 
 def test_copy_from_blob_count_and_shape_errors_are_caffes(tmp_path):
+    """The messages are those of BVLC's Net::CopyTrainedLayersFrom (net.cpp); a real BVLC build stops on a
+    same-named layer without blobs with "Check failed: ... (2 vs. 0) Incompatible number of blobs for layer
+    ip1" (run here on 2026-12-01)."""
     src = _net().to_proto()
     del src.layer[1].blobs[1:]  # ip1 without its bias
     with pytest.raises(NetError, match=r"^Incompatible number of blobs for layer ip1 "):
@@ -245,6 +248,7 @@ def test_python_layer_exception_names_the_layer(tmp_path, monkeypatch):
 # ---- 7. prototxt comments that are not UTF-8 -----------------------------------------------------------
 
 def test_prototxt_with_latin1_or_gbk_comments_parses(tmp_path):
+    """BVLC Caffe's caffe.Net reads the same Latin-1 + GBK commented file (checked with a real build here)."""
     want = protoio.parse_prototxt_string(NET, caffe_pb2.NetParameter)
     for enc, comment in (("latin-1", "# r\xe9seau de neurones\n"), ("gbk", "# \u7f51\u7edc\n")):
         p = tmp_path / f"{enc}.prototxt"
