@@ -642,7 +642,7 @@ class Solver:
     def _check_finite_loss(self, loss) -> None:
         """Raise :class:`DivergenceError` when this rank's (or, data-parallel, any rank's) loss is not
         finite; the weights are not updated and no snapshot is written, so the last one stays the good one."""
-        bad = not math.isfinite(float(loss))
+        mine = bad = not math.isfinite(float(loss))
         if self.world_size > 1:
             from . import parallel
 
@@ -653,8 +653,10 @@ class Solver:
             return
         kept = f"the last snapshot, {self.last_snapshot}, is kept" if self.last_snapshot else \
             "no snapshot was written in this run"
+        where = f"Iteration {self.iter}, loss = {_f(_F32(loss))}" if mine else \
+            f"Iteration {self.iter}, loss = {_f(_F32(loss))} here, not finite on another rank"
         raise DivergenceError(
-            f"Iteration {self.iter}, loss = {_f(_F32(loss))}: the loss is not finite (training diverged or the "
+            f"{where}: the loss is not finite (training diverged or the "
             f"data hold NaN/inf); stopped before updating the weights, {kept}.  Lower base_lr or clip_gradients, "
             f"or check the data; caffe train -nonfinite_loss continue trains on as Caffe does")
 
