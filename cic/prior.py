@@ -183,6 +183,9 @@ def save_prior(p, path: str | os.PathLike) -> Path:
         raise ValueError("save_prior: expected a 1-D distribution summing to 1")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, arr)

@@ -165,11 +165,8 @@ def test_save_prior_is_atomic_and_round_trips(tmp_path):
 
 @pytest.fixture(scope="module")
 def compute_prior_tool():
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import compute_prior
-    finally:
-        sys.path.remove(str(REPO / "tools"))
+    from colorization import compute_prior
+
     return compute_prior
 
 
