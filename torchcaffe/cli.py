@@ -268,6 +268,8 @@ def train(flags, given) -> int:
 
     os.environ[NONFINITE_ENV] = flags["nonfinite_loss"]
     param = read_solver(flags["solver"])
+    if flags["snapshot"] or flags["weights"]:
+        del param.weights[:]  # as caffe.cpp: a snapshot or -weights replaces the solver's own weights field
     param.train_state.level = int(flags["level"])
     for s in _stages(flags):
         param.train_state.stage.append(s)

@@ -495,6 +495,16 @@ class Solver:
         state.MergeFrom(net_param.state)
         state.MergeFrom(p.train_state)
         self.net = self._make_net(net_param, state)
+        self._load_param_weights(self.net)
+
+    def _load_param_weights(self, net) -> None:
+        """Caffe's LoadNetWeights: copy each caffemodel that the solver's ``weights`` fields name (each field a
+        comma-separated list) into ``net``, in order, as ``-weights`` does."""
+        for model_list in self.param.weights:
+            for name in model_list.split(","):
+                name = name.strip()
+                self._log("Finetuning from " + name, "solver.cpp:72")
+                net.copy_from(name)
 
     def _init_test_nets(self) -> None:
         p = self.param
@@ -540,6 +550,7 @@ class Solver:
                 state.MergeFrom(p.test_state[i])
             self._log(f"Creating test net (#{i}) specified by {sources[i]}", "solver.cpp:172")
             self.test_nets.append(self._make_net(q, state))
+            self._load_param_weights(self.test_nets[-1])
 
     def _pre_solve(self) -> None:
         """SGDSolver::PreSolve (+ the extra history of Adam / AdaDelta): zero history per learnable param."""
