@@ -123,10 +123,16 @@ def test_prior_boost_file_errors(tmp_path, monkeypatch, prior_file):
     name = "cic_test_cwd_only_prior.npy"          # present in the working directory, not in data/
     np.save(path.parent / name, p)
     assert not (cic.DATA_DIR / name).exists()
-    with pytest.raises(FileNotFoundError, match=re.escape(str(cic.DATA_DIR / name))):
-        make_layer(CL.PriorBoostLayer, json.dumps({"prior": name}), [np.zeros((1, 313, 2, 2))])
-    with pytest.raises(FileNotFoundError, match="missing_prior.npy"):
+    # a relative path is found in the working directory, as Caffe resolves every path of a prototxt
+    layer, _, _ = make_layer(CL.PriorBoostLayer, json.dumps({"prior": name}), [np.zeros((1, 313, 2, 2))])
+    w = 1.0 / (0.5 * p + 0.5 / 313)
+    assert np.allclose(np.asarray(layer.weights), w / (p * w).sum())
+    # missing: one line naming the layer, the key and both places tried (working directory, data/)
+    with pytest.raises(FileNotFoundError) as e:
         make_layer(CL.PriorBoostLayer, '{"prior": "missing_prior.npy"}', [np.zeros((1, 313, 2, 2))])
+    msg = str(e.value)
+    assert "PriorBoostLayer" in msg and "'prior'" in msg
+    assert str(path.parent / "missing_prior.npy") in msg and str(cic.DATA_DIR / "missing_prior.npy") in msg
     with pytest.raises(ValueError, match="PriorBoostLayer.*'lambda'"):
         make_layer(CL.PriorBoostLayer, json.dumps({"prior": str(path), "lambda": 2}), [np.zeros((1, 313, 2, 2))])
     with pytest.raises(ValueError, match="PriorBoostLayer"):   # encoding with the wrong number of bins
