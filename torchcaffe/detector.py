@@ -84,7 +84,7 @@ class Detector(Net):
         box = np.clip(box, 0.0, [im_h, im_w, im_h, im_w])
         clip_h = box[2] - box[0] + 1
         clip_w = box[3] - box[1] + 1
-        if not (clip_h > 0 and clip_w > 0):
+        if not (clip_h > 0 and clip_w > 0) or box[2] <= box[0] or box[3] <= box[1]:
             raise ValueError(f"Detector.crop: window {window.tolist()} lies outside the {im_h}x{im_w} image")
         crop_h = min(int(round(clip_h * scale_h)), crop_size - pad_y)
         crop_w = min(int(round(clip_w * scale_w)), crop_size - pad_x)
