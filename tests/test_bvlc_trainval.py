@@ -222,9 +222,47 @@ def test_python_layer_module_imports_with_only_layers_on_the_path(tmp_path):
     assert res.stdout.strip() == "313"
 
 
+def torchcaffe_caffe_test(workdir: Path) -> dict:
+    """torchcaffe's ``caffe test`` command line on the case of ``caffe_test_demo.json`` (LMDB, prior and
+    weights written in ``workdir`` through torchcaffe), run there as a user would; returns its losses."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        model, weights = case.write_caffe_test_dir(workdir, caffe, caffe_pb2, text_format)
+    finally:
+        os.chdir(cwd)
+    env = {**os.environ, "PYTHONPATH": str(case.REPO), "GLOG_minloglevel": "0"}
+    res = subprocess.run([sys.executable, "-m", "torchcaffe.cli", "test", "-model", str(model), "-weights",
+                          str(weights), "-iterations", str(case.CAFFE_TEST_ITERATIONS)],
+                         cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return case.parse_caffe_test_log(res.stderr)
+
+
+def assert_same_caffe_test(got: dict, bvlc: dict):
+    # both print 6 significant digits
+    assert len(got["batches"]) == len(bvlc["batches"]) == case.CAFFE_TEST_ITERATIONS
+    for g, e in zip(got["batches"] + [got["mean"]], bvlc["batches"] + [bvlc["mean"]]):
+        assert set(g) == set(e) == {"loss5_313", "loss6_313", "loss7_313", "loss8_313"}
+        for k in e:
+            assert abs(g[k] - e[k]) <= 1e-5 * abs(e[k]), f"{k}: torchcaffe {g[k]} != BVLC {e[k]}"
+
+
+def test_caffe_test_command_on_an_lmdb_matches_bvlc(tmp_path):
+    """The demo net's TEST phase end to end -- Data layer over an LMDB, the prior found in the working
+    directory, weights from a caffemodel -- through torchcaffe's ``caffe test``, against what BVLC's own
+    ``caffe test`` printed on the same files."""
+    bvlc = json.loads(case.CAFFE_TEST_JSON.read_text())
+    assert bvlc["sha256"] == case.prototxt_sha(case.CAFFE_TEST_NET), \
+        "the demo prototxt changed: rerun tests/bvlc_golden/make_trainval_golden.py inside BVLC Caffe"
+    assert_same_caffe_test(torchcaffe_caffe_test(tmp_path / "run"), bvlc)
+
+
 @pytest.mark.skipif(not os.environ.get("CAFFE_ROOT"), reason="CAFFE_ROOT is not set (no BVLC Caffe build)")
 def test_real_bvlc_caffe_agrees_now(tmp_path):
-    """Record the demo net afresh in the BVLC build at $CAFFE_ROOT and compare torchcaffe with it."""
+    """Record the demo net afresh in the BVLC build at $CAFFE_ROOT (one forward/backward through pycaffe,
+    and BVLC's ``caffe test`` tool over an LMDB) and compare torchcaffe with it."""
     root = Path(os.environ["CAFFE_ROOT"])
     python = os.environ.get("CAFFE_PYTHON", sys.executable)
     env = {**os.environ, "GLOG_minloglevel": "2",
@@ -238,3 +276,5 @@ def test_real_bvlc_caffe_agrees_now(tmp_path):
     net, out = run_torchcaffe("demo", tmp_path / "w")
     counts = compare_with_golden(net, out, z)
     assert counts["losses"] == 4
+    bvlc = json.loads((tmp_path / "g" / case.CAFFE_TEST_JSON.name).read_text())
+    assert_same_caffe_test(torchcaffe_caffe_test(tmp_path / "t"), bvlc)

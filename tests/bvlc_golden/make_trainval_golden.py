@@ -6,6 +6,9 @@ Run inside a BVLC Caffe built with Python layers (no torchcaffe is imported)::
     PYTHONPATH=$CAFFE_ROOT/python:$PWD/layers:$PWD GLOG_minloglevel=2 \\
         python tests/bvlc_golden/make_trainval_golden.py [--net demo full] [--out DIR]
 
+It also runs BVLC's own ``caffe test`` tool on the demo net, its Data layer reading a small LMDB written
+here (``trainval_case.write_caffe_test_dir``), and records the losses it prints (``caffe_test_demo.json``).
+
 For each net (see ``trainval_case.py``: Data -> Input, a fixed batch, prior and seeded weights) it writes
 ``trainval_<net>.npz`` with the losses, every blob's data and diff, every parameter's diff (and the data of the
 unseeded ones: BatchNorm's running statistics, the fixed layers) after one ``net.forward()`` + ``net.backward()``, the prototxt's sha256
@@ -79,11 +82,53 @@ def run(net_name: str, out_dir: Path) -> Path:
     return path
 
 
+def caffe_test_command(caffe_root: Path, model, weights) -> list:
+    return [str(caffe_root / "build" / "tools" / "caffe"), "test", "-model", str(model), "-weights", str(weights),
+            "-iterations", str(case.CAFFE_TEST_ITERATIONS)]
+
+
+def run_caffe_test(out_dir: Path) -> Path:
+    """BVLC's ``caffe test`` (the C++ tool, its Data layer reading an LMDB, the Python layers loaded from
+    PYTHONPATH) on the demo net; its per-batch and mean losses go to ``caffe_test_demo.json``."""
+    import json
+    import subprocess
+
+    import caffe
+    from caffe.proto import caffe_pb2
+
+    caffe.set_mode_cpu()
+    caffe_root = Path(caffe.__file__).resolve().parents[2]
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            model, weights = case.write_caffe_test_dir(tmp, caffe, caffe_pb2, text_format)
+            # the tool embeds Python: hand it this interpreter's path (pycaffe, layers/, site-packages)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+                   "GLOG_logtostderr": "1", "GLOG_minloglevel": "0"}
+            res = subprocess.run(caffe_test_command(caffe_root, model, weights), env=env, capture_output=True,
+                                 text=True, timeout=600)
+        finally:
+            os.chdir(cwd)
+    if res.returncode != 0:
+        sys.exit(f"BVLC caffe test failed:\n{res.stderr[-3000:]}")
+    result = case.parse_caffe_test_log(res.stderr)
+    result.update(sha256=case.prototxt_sha(case.CAFFE_TEST_NET), caffe=str(caffe_root))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / case.CAFFE_TEST_JSON.name
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return path
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--net", nargs="+", default=list(case.NETS), choices=list(case.NETS))
     ap.add_argument("--out", type=Path, default=case.HERE)
+    ap.add_argument("--no-caffe-test", action="store_true", help="skip the `caffe test` run of the demo net")
     args = ap.parse_args(argv)
+    if not args.no_caffe_test:
+        path = run_caffe_test(args.out)
+        print(f"caffe test: {path}")
     for name in args.net:
         path = run(name, args.out)
         with np.load(path) as z:

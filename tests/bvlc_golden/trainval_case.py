@@ -112,3 +112,73 @@ def record(arr) -> dict:
 
 def sample_index(size: int) -> np.ndarray:
     return np.linspace(0, size - 1, SAMPLE).astype(np.int64)
+
+
+# ---- `caffe test` on the demo net from an LMDB -----------------------------------------------------------
+#: The demo net's TEST phase (Data layer: 64 x 64 centre crops, batch 4) over CAFFE_TEST_IMAGES images.
+CAFFE_TEST_NET = "demo"
+CAFFE_TEST_IMAGES = 8
+CAFFE_TEST_ITERATIONS = 2
+CAFFE_TEST_JSON = HERE / "caffe_test_demo.json"
+
+
+def caffe_test_images() -> list:
+    """uint8 C x H x W BGR images, 64 x 64 (the TEST crop): blocky colour with texture; the last gray."""
+    rng = np.random.RandomState(5)
+    out = []
+    for i in range(CAFFE_TEST_IMAGES):
+        img = np.kron(rng.uniform(0, 255, (3, 8, 8)), np.ones((8, 8))) + rng.uniform(-20, 20, (3, 64, 64))
+        if i == CAFFE_TEST_IMAGES - 1:
+            img = np.repeat(img.mean(axis=0, keepdims=True), 3, axis=0)
+        out.append(np.clip(np.round(img), 0, 255).astype(np.uint8))
+    return out
+
+
+def write_caffe_test_dir(workdir, caffe, caffe_pb2, text_format) -> tuple:
+    """In ``workdir`` (made the working directory by the caller): the LMDB the demo net's TEST Data layer
+    reads, its prior, and ``weights.caffemodel`` (seeded weights, BatchNorm statistics mean 0, variance 1)
+    written through ``caffe`` (BVLC's pycaffe or torchcaffe).  Returns (model path, weights path)."""
+    import lmdb
+
+    model = REPO / NETS[CAFFE_TEST_NET][0]
+    param = caffe_pb2.NetParameter()
+    text_format.Merge(model.read_text(), param)
+    source = [lp.data_param.source for lp in param.layer
+              if lp.type == "Data" and any(r.phase == caffe_pb2.TEST for r in lp.include)][0]
+    workdir = Path(workdir)
+    (workdir / source).parent.mkdir(parents=True, exist_ok=True)
+    env = lmdb.open(str(workdir / source), map_size=1 << 26)
+    with env.begin(write=True) as txn:
+        for i, img in enumerate(caffe_test_images()):
+            d = caffe_pb2.Datum(channels=3, height=img.shape[1], width=img.shape[2], data=img.tobytes(), label=0)
+            txn.put(f"{i:08d}".encode(), d.SerializeToString())
+    env.close()
+    np.save(workdir / NETS[CAFFE_TEST_NET][1], prior())
+    net = caffe.Net(str(model), caffe.TEST)
+    seeded = set(random_layers(model.read_text(), caffe_pb2, text_format))
+    types = {lp.name: lp.type for lp in param.layer}
+    for name in list(net.params.keys()):
+        blobs = net.params[name]
+        for i in range(len(blobs)):
+            if name in seeded:
+                blobs[i].data[...] = weight(name, i, blobs[i].data.shape)
+            elif types.get(name) == "BatchNorm":
+                blobs[i].data[...] = (0.0, 1.0, 1.0)[i]
+    weights = workdir / "weights.caffemodel"
+    net.save(str(weights))
+    return model, weights
+
+
+def parse_caffe_test_log(text: str) -> dict:
+    """``caffe test``'s results from its log: {"batches": [{name: loss}, ...], "mean": {name: loss}}."""
+    import re
+
+    batches, mean = [], {}
+    for m in re.finditer(r"Batch (\d+), (\S+) = (\S+)", text):
+        i = int(m.group(1))
+        while len(batches) <= i:
+            batches.append({})
+        batches[i][m.group(2)] = float(m.group(3))
+    for m in re.finditer(r"\] (\S+) = (\S+) \(\* ", text):
+        mean[m.group(1)] = float(m.group(2))
+    return {"batches": batches, "mean": mean}
