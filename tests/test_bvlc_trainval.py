@@ -72,7 +72,7 @@ def run_torchcaffe(net_name, workdir: Path):
     cwd = os.getcwd()
     os.chdir(workdir)                  # the prior is found in the working directory, as in BVLC's run
     try:
-        np.save(case.NETS[net_name][1], case.prior())
+        case.save_prior(".", net_name)
         Path("net.prototxt").write_text(text)
         net = caffe.Net("net.prototxt", caffe.TRAIN)
     finally:

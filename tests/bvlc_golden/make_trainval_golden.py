@@ -45,7 +45,7 @@ def run(net_name: str, out_dir: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)                      # the prior is found in the working directory, as in a user's run
         try:
-            np.save(case.NETS[net_name][1], case.prior())
+            case.save_prior(".", net_name)
             Path("net.prototxt").write_text(text)
             net = caffe.Net("net.prototxt", caffe.TRAIN)
         finally:

@@ -8,8 +8,9 @@ torchcaffe), so both sides build exactly the same net, batch, prior and weights.
   shape and the TEST ``Data`` layer dropped (no LMDB needed); run in the TRAIN phase.
 * The batch: BGR 0..255 integers, N x 3 x SIZE x SIZE: colour crops of smooth random images, and the last
   image gray (B = G = R), so the non-gray mask is exercised.
-* The prior: a seeded random distribution over the 313 bins, written to the working directory under the
-  name the prototxt uses (``PriorBoostLayer`` finds it there first, as a Caffe user expects).
+* The prior: a seeded random distribution over the 313 bins, written under the path the prototxt names
+  (``data/prior_probs*.npy``), relative to the working directory, where ``PriorBoostLayer`` finds it as a
+  Caffe user expects.
 * The weights: every Convolution / Deconvolution whose weight filler is not ``constant`` gets seeded
   He-normal weights and small normal biases (seed from the layer name, so order does not matter); the
   fixed layers keep their constant fillers and BatchNorm its zero statistics.
@@ -27,8 +28,8 @@ HERE = Path(__file__).resolve().parent
 
 #: name -> (prototxt, prior file name the prototxt uses, N, SIZE)
 NETS = {
-    "demo": ("prototxt/demo/colorization_train_val.prototxt", "prior_probs_demo.npy", 2, 32),
-    "full": ("prototxt/colorization_train_val.prototxt", "prior_probs.npy", 2, 64),
+    "demo": ("prototxt/demo/colorization_train_val.prototxt", "data/prior_probs_demo.npy", 2, 32),
+    "full": ("prototxt/colorization_train_val.prototxt", "data/prior_probs.npy", 2, 64),
 }
 
 #: Arrays up to this many values are recorded whole; larger ones as a fixed sample plus sums.
@@ -60,6 +61,14 @@ def batch(net: str) -> np.ndarray:
 def prior(q: int = 313) -> np.ndarray:
     p = np.random.RandomState(99).gamma(0.5, size=q) + 1e-4
     return p / p.sum()
+
+
+def save_prior(workdir, net: str) -> Path:
+    """Write the case's prior where ``net``'s prototxt names it, relative to ``workdir``."""
+    path = Path(workdir) / NETS[net][1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, prior())
+    return path
 
 
 def input_net(net: str, caffe_pb2, text_format) -> str:
@@ -153,7 +162,7 @@ def write_caffe_test_dir(workdir, caffe, caffe_pb2, text_format) -> tuple:
             d = caffe_pb2.Datum(channels=3, height=img.shape[1], width=img.shape[2], data=img.tobytes(), label=0)
             txn.put(f"{i:08d}".encode(), d.SerializeToString())
     env.close()
-    np.save(workdir / NETS[CAFFE_TEST_NET][1], prior())
+    save_prior(workdir, CAFFE_TEST_NET)
     net = caffe.Net(str(model), caffe.TEST)
     seeded = set(random_layers(model.read_text(), caffe_pb2, text_format))
     types = {lp.name: lp.type for lp in param.layer}
