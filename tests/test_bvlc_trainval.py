@@ -150,10 +150,24 @@ def golden(net_name):
 DIFF_RTOL = {"demo": 1e-4, "full": 3e-4}
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """net name -> (net, outputs, working directory) of one torchcaffe run, shared by the tests below."""
+    cache = {}
+
+    def get(net_name):
+        if net_name not in cache:
+            workdir = tmp_path_factory.mktemp(net_name)
+            cache[net_name] = run_torchcaffe(net_name, workdir) + (workdir,)
+        return cache[net_name]
+
+    return get
+
+
 @pytest.mark.parametrize("net_name", list(case.NETS))
-def test_trainval_forward_backward_matches_bvlc(net_name, tmp_path):
+def test_trainval_forward_backward_matches_bvlc(net_name, runs):
     z = golden(net_name)
-    net, out = run_torchcaffe(net_name, tmp_path)
+    net, out, _ = runs(net_name)
     counts = compare_with_golden(net, out, z, diff_rtol=DIFF_RTOL[net_name])
     assert counts == {"losses": 4, "blobs": len(net.blobs),
                       "param_blobs": sum(len(v) for v in net.params.values())}, counts
@@ -167,18 +181,18 @@ def test_fake_blob_vector_refuses_iteration_like_bvlc():
             consume(vec)
 
 
-def test_python_layers_run_in_a_bvlc_like_host_and_agree_with_bvlc(tmp_path, monkeypatch):
+def test_python_layers_run_in_a_bvlc_like_host_and_agree_with_bvlc(runs, monkeypatch):
     """Every Python layer of the demo net, driven as BVLC drives it (pycaffe's setup / reshape / forward /
     backward with non-iterable blob vectors, in the working directory that holds the prior), gives BVLC's
     recorded tops and bottom diffs; its inputs are torchcaffe's blobs, checked against BVLC just above."""
     import colorization_layers as CL
 
     z = golden("demo")
-    net, _ = run_torchcaffe("demo", tmp_path)
+    net, _, workdir = runs("demo")
     param = caffe_pb2.NetParameter()
-    text_format.Merge((tmp_path / "net.prototxt").read_text(), param)
+    text_format.Merge((workdir / "net.prototxt").read_text(), param)
     bottoms, tops = net.bottom_names, net.top_names
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(workdir)
     ran = set()
     for lp in param.layer:
         if lp.type != "Python":
