@@ -102,7 +102,7 @@ def test_cli_cpu_ranks_trains_data_parallel(tmp_path, reference, monkeypatch, ca
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert cli.main(["train", "-solver", "solver.prototxt", "-cpu_ranks", "2"]) == 0
     err = capfd.readouterr().err
-    assert "All 2 ranks hold identical weights" in err
+    assert "All 2 ranks hold identical learned weights" in err
     assert "Iteration 3, Testing net (#0)" in err and "Optimization Done." in err
     # only rank 0 logs the iterations
     assert err.count("Iteration 2 (") == 1
@@ -127,7 +127,7 @@ def test_torchrun_launch(tmp_path, reference):
                        cwd=d, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stdout[-3000:]
-    assert "torchrun: 2 ranks, backend gloo" in r.stdout and "All 2 ranks hold identical weights" in r.stdout
+    assert "torchrun: 2 ranks, backend gloo" in r.stdout and "All 2 ranks hold identical learned weights" in r.stdout
     model = protoio.read_net_weights(str(d / f"snap/tiny_iter_{ITERS}.caffemodel"))
     for layer in model.layer:
         for i, bp in enumerate(layer.blobs):

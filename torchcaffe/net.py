@@ -695,7 +695,7 @@ class Net:
 
     def time_layers(self, iterations: int = 50) -> List[tuple]:
         """Average forward and backward milliseconds per layer (for ``caffe time``)."""
-        sync = (torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None))
+        sync = ((lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None))
         fwd = [0.0] * len(self.layers)
         bwd = [0.0] * len(self.layers)
 

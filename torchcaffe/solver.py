@@ -405,6 +405,8 @@ class Solver:
                 sources.append("net file: " + p.net)
                 params.append(self._read_net(p.net))
         self.test_nets = []
+        if not self.root:
+            return  # as Caffe 1.0: only the root solver tests (other ranks would prefetch batches for nothing)
         for i, q in enumerate(params):
             state = caffe_pb2.NetState()
             state.phase = caffe_pb2.TEST
