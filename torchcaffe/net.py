@@ -165,6 +165,8 @@ class Net:
         if kwargs:
             raise TypeError(f"Net(): unexpected arguments {sorted(kwargs)}")
         self.device = torch.device(device) if device is not None else mode.get_device()
+        if self.device.type == "cuda":
+            mode.apply_cuda_math()  # Caffe-exact float32 unless mode.set_exact_math(False)
         self.phase = phase
         if isinstance(network, caffe_pb2.NetParameter):
             from .upgrade import upgrade_net
@@ -492,12 +494,20 @@ class Net:
         for lid, layer in enumerate(self.layers):
             layer.reshape(*self._io(lid))
 
-    def _forward_layer(self, lid: int) -> float:
-        """Caffe's Layer::Forward: reshape, forward, and the layer's weighted loss."""
+    def _forward_layer(self, lid: int, as_tensor: bool = False):
+        """Caffe's Layer::Forward: reshape, forward, and the layer's weighted loss (``as_tensor``: a float32
+        0-d tensor on the device, or None without loss tops -- nothing is read back to the host)."""
         layer = self.layers[lid]
         bottom, top = self._io(lid)
         layer.reshape(bottom, top)
         layer.forward(bottom, top)
+        if as_tensor:
+            loss = None
+            for j, w in enumerate(layer.top_loss_weights):
+                if w:
+                    t = top[j].data_t.to(torch.float32).sum() * w
+                    loss = t if loss is None else loss + t
+            return loss
         return sum(w * float(top[j].data_t.sum()) for j, w in enumerate(layer.top_loss_weights) if w)
 
     def _backward_layer(self, lid: int, keep: Iterable[str] = ()) -> None:
@@ -532,6 +542,17 @@ class Net:
         loss = self.forward_loss()
         self.backward_from_to()
         return loss
+
+    def forward_backward_tensor(self) -> torch.Tensor:
+        """``forward_backward`` for the solver's hot loop: the total weighted loss as a float32 0-d tensor on the
+        net's device, summed in float32 as Caffe's Net::ForwardFromTo does; nothing is read back to the host."""
+        loss = None
+        for lid in range(len(self.layers)):
+            one = self._forward_layer(lid, as_tensor=True)
+            if one is not None:
+                loss = one if loss is None else loss + one
+        self.backward_from_to()
+        return loss if loss is not None else torch.zeros((), dtype=torch.float32, device=self.device)
 
     def forward(self, blobs: Optional[Iterable[str]] = None, start: Optional[str] = None,
                 end: Optional[str] = None, **kwargs) -> Dict[str, np.ndarray]:
@@ -683,6 +704,8 @@ class Net:
     def to(self, device) -> "Net":
         """Move every blob and parameter to ``device``."""
         device = torch.device(device)
+        if device.type == "cuda":
+            mode.apply_cuda_math()
         seen = set()
         for b in list(self._blob_list) + [p for l in self.layers for p in l.blobs]:
             if id(b) not in seen:
