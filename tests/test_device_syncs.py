@@ -234,3 +234,25 @@ def test_cuda_rng_state_saved_per_rank_device_and_restored_whatever_the_device_c
     err = capfd.readouterr().err
     assert "x.solverstate.rng was written by a CPU run" in err and "restart from random_seed" in err
     assert "y.solverstate.rng was written by a GPU run" in err
+
+
+def test_net_forward_takes_a_tensor_input_without_numpy():
+    """A tensor given as a net input goes straight into the blob (np.asarray would fail on a CUDA tensor)."""
+    from torchcaffe.proto import caffe_pb2
+
+    p = caffe_pb2.NetParameter()
+    from google.protobuf import text_format
+
+    text_format.Merge('input: "x" input_shape { dim: 2 dim: 3 } '
+                      'layer { name: "p" type: "Power" bottom: "x" top: "y" power_param { scale: 2 } }', p)
+    net = caffe.Net(p, caffe.TEST)
+    x = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+    orig = torch.Tensor.__array__
+    torch.Tensor.__array__ = lambda *a, **k: (_ for _ in ()).throw(AssertionError("went through numpy"))
+    try:
+        out = net.forward(x=x)
+    finally:
+        torch.Tensor.__array__ = orig
+    np.testing.assert_array_equal(out["y"], 2 * np.arange(6).reshape(2, 3))
+    x[0, 0] = 100  # the blob does not alias the caller's tensor
+    assert net.blobs["x"].data[0, 0] == 0

@@ -561,12 +561,17 @@ class Net:
             if name not in self.inputs:
                 raise NetError(f"forward(): '{name}' is not an input blob of net '{self.name}' "
                                f"(inputs: {', '.join(self.inputs) or 'none'})")
-            value = np.asarray(value)
+            if not isinstance(value, torch.Tensor):
+                value = np.asarray(value)
             blob = self.blobs[name]
             if value.shape[0] != blob.shape[0]:
                 raise NetError(f"forward(): input '{name}' has batch size {value.shape[0]}, the net expects "
                                f"{blob.shape[0]} (reshape the blob first)")
-            blob.data[...] = value
+            if isinstance(value, torch.Tensor):  # e.g. already on the device: no trip through numpy
+                t = value.detach().to(device=blob.data_t.device, dtype=blob.data_t.dtype)
+                blob.data_t = t.expand(blob.shape).clone()
+            else:
+                blob.data[...] = value
         s = self._layer_index(start, 0)
         e = self._layer_index(end, len(self.layers) - 1)
         self.forward_from_to(s, e)
