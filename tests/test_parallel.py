@@ -148,7 +148,7 @@ def test_rank_helpers_without_distributed():
 # ---------------------------------------------------------------------------------------------------------
 
 def colorization_run_dir(d: Path, which: str, batch: int = 2, crop: int = 32, max_iter: int = 2,
-                         snapshot: bool = True) -> Path:
+                         snapshot: bool = True, solver_type: str = "Adam") -> Path:
     """A run folder for the demo or Table 1 (``"table1"``) train net: tiny LMDBs of colour images, a flat
     prior, the net with a small batch and crop, and its solver (few iterations, one test pass)."""
     from data_helpers import colour_image, write_lmdb
@@ -175,7 +175,7 @@ def colorization_run_dir(d: Path, which: str, batch: int = 2, crop: int = 32, ma
     (d / "snap").mkdir(exist_ok=True)
     (d / "solver.prototxt").write_text(
         f'net: "net.prototxt"\ntest_iter: 1\ntest_interval: {max_iter}\ntest_initialization: false\n'
-        f'base_lr: 0.001\nlr_policy: "fixed"\nmomentum: 0.9\nmomentum2: 0.99\ntype: "Adam"\n'
+        f'base_lr: 0.001\nlr_policy: "fixed"\nmomentum: 0.9\nmomentum2: 0.99\ntype: "{solver_type}"\n'
         f'weight_decay: 0.001\ndisplay: 1\nmax_iter: {max_iter}\nsnapshot: {max_iter if snapshot else 0}\n'
         f'snapshot_after_train: {str(snapshot).lower()}\nsnapshot_prefix: "snap/c"\nrandom_seed: 3\n')
     return d
