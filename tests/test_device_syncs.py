@@ -25,15 +25,20 @@ COPIES = ["tensor", "as_tensor", "from_numpy"]
 
 @contextlib.contextmanager
 def count_transfers():
-    """Count the calls that would synchronise with / copy to a CUDA device (see the module docstring)."""
+    """Count the calls that would synchronise with / copy to a CUDA device (see the module docstring), made by
+    this thread."""
+    import threading
+
     counts = Counter()
     patches = []
+    me = threading.get_ident()  # the training thread; the data layers' prefetch threads work on the host
 
     def wrap(owner, name, label):
         orig = getattr(owner, name)
 
         def f(*a, **k):
-            counts[label] += 1
+            if threading.get_ident() == me:
+                counts[label] += 1
             return orig(*a, **k)
 
         setattr(owner, name, f)
@@ -256,3 +261,26 @@ def test_net_forward_takes_a_tensor_input_without_numpy():
     np.testing.assert_array_equal(out["y"], 2 * np.arange(6).reshape(2, 3))
     x[0, 0] = 100  # the blob does not alias the caller's tensor
     assert net.blobs["x"].data[0, 0] == 0
+
+
+def test_demo_train_net_step_reads_back_only_the_soft_encoding_look(tmp_path, monkeypatch):
+    """The whole training step of the demo net (Lab conversion, soft-encoding at two scales, BatchNorm, the
+    four class-rebalanced losses, Adam): per iteration, the only host reads are soft-encoding's one look per
+    batch (are any pixels outside the candidate table?) at each of its two scales."""
+    from test_parallel import colorization_run_dir
+    from torchcaffe import solver as S
+
+    d = colorization_run_dir(tmp_path / "demo", "demo", batch=2, crop=32, max_iter=100, snapshot=False)
+    monkeypatch.chdir(d)
+    p = S.read_solver("solver.prototxt")
+    p.display = 0
+    p.test_interval = 1000
+    s = caffe.get_solver(p)
+    s.step(1)
+    runs = []
+    for iters in (1, 3):
+        with count_transfers() as c:
+            s.step(iters)
+        runs.append(c)
+    extra = runs[1] - runs[0]
+    assert {k: v for k, v in extra.items() if k.startswith("read:")} == {"read:nonzero": 4}, extra
