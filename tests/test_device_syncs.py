@@ -116,12 +116,17 @@ def test_softmax_with_loss_makes_no_host_scalars():
         assert _reads(c) == 1 and c["read:__bool__"] == 1, (norm, c)
 
 
-def test_solver_reads_the_loss_only_when_it_displays(tmp_path, monkeypatch):
+@pytest.mark.parametrize("nonfinite", ["continue", "stop"])
+def test_solver_reads_the_loss_only_when_it_displays(tmp_path, monkeypatch, nonfinite):
     """The host reads during training do not grow with the number of iterations (display off): the losses
-    stay on the device and are read back together when displayed or when step() ends."""
+    stay on the device and are read back together when displayed or when step() ends.  With the check for a
+    non-finite loss (``-nonfinite_loss stop``, the default) exactly one read per iteration: that check's."""
+    from torchcaffe import solver as S
+
     d = write_tiny(tmp_path, batch=4, shuffle=False, dropout=False, display=0, test_interval=None,
                    test_iter=None, snapshot=0, average_loss=3)
     monkeypatch.chdir(d)
+    monkeypatch.setenv(S.NONFINITE_ENV, nonfinite)
     from torchcaffe.builtin import loss as loss_mod
 
     # SoftmaxWithLoss's label range check reads on the CPU only (a device gets torch._assert_async): not counted
@@ -142,7 +147,8 @@ def test_solver_reads_the_loss_only_when_it_displays(tmp_path, monkeypatch):
             s.step(iters)
         assert checks["n"] == iters
         per_run.append(_reads(c) - checks["n"])
-    assert per_run[0] == per_run[1], f"host reads grow with iterations: {per_run}"
+    per_iter = 1 if nonfinite == "stop" else 0
+    assert per_run[1] - per_run[0] == per_iter * (9 - 3), f"host reads per run (3 and 9 iterations): {per_run}"
     # and the smoothed loss is still Caffe's (mean of the last average_loss losses)
     s2 = caffe.get_solver("solver.prototxt")
     losses = []
@@ -272,6 +278,7 @@ def test_demo_train_net_step_reads_back_only_the_soft_encoding_look(tmp_path, mo
 
     d = colorization_run_dir(tmp_path / "demo", "demo", batch=2, crop=32, max_iter=100, snapshot=False)
     monkeypatch.chdir(d)
+    monkeypatch.setenv(S.NONFINITE_ENV, "continue")  # the non-finite check reads once more (tested above)
     p = S.read_solver("solver.prototxt")
     p.display = 0
     p.test_interval = 1000

@@ -165,7 +165,7 @@ def colorization_run_dir(d: Path, which: str, batch: int = 2, crop: int = 32, ma
         text = text.replace(f'"{old}"', f'"{d / "train"}"')
     for old in ("data/lmdb/demo/val", "data/lmdb/val"):
         text = text.replace(f'"{old}"', f'"{d / "val"}"')
-    for old in ("prior_probs_demo.npy", "prior_probs.npy"):
+    for old in ("data/prior_probs_demo.npy", "data/prior_probs.npy", "prior_probs_demo.npy", "prior_probs.npy"):
         text = text.replace(old, str(d / "prior.npy"))
     import re
 

@@ -126,7 +126,8 @@ def test_a_rank_that_raises_stops_every_rank_with_its_error(tmp_path):
     text = (d / "log.txt").read_text()
     # the parent fails with the failing rank's own error, as one F line
     f_lines = [l for l in text.splitlines() if l.startswith("F")]
-    assert len(f_lines) == 1 and "rank 1 failed: ValueError: probe failure on rank 1 at forward 5" in f_lines[0], text[-3000:]
+    assert len(f_lines) == 1, text[-3000:]
+    assert "rank 1 failed: " in f_lines[0] and "ValueError: probe failure on rank 1 at forward 5" in f_lines[0], f_lines
 
 
 def test_parent_killed_ranks_die_within_seconds(tmp_path):

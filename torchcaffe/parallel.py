@@ -51,8 +51,9 @@ import torch
 from . import glog
 
 __all__ = ["solver_rank", "solver_count", "is_root", "is_initialized", "launched_by_torchrun", "init",
-           "shutdown", "broadcast_int", "broadcast_params", "gather_objects", "GradientAverager", "attach",
-           "run_rank", "spawn_train", "params_digest", "learned_params", "verify_identical", "SignalHandler", "RankFailed"]
+           "shutdown", "broadcast_int", "any_rank", "broadcast_params", "gather_objects", "GradientAverager",
+           "attach", "run_rank", "spawn_train", "params_digest", "learned_params", "verify_identical",
+           "SignalHandler", "RankFailed"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -153,6 +154,15 @@ def broadcast_int(value: int, src: int = 0) -> int:
     t = torch.tensor([int(value)], dtype=torch.int64)           # CPU, on the gloo control group
     torch.distributed.broadcast(t, src=src, group=_CONTROL["group"])
     return int(t.item())
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (every rank gets the answer)."""
+    if not is_initialized():
+        return bool(flag)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int64)     # CPU, on the gloo control group
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, group=_CONTROL["group"])
+    return bool(t.item())
 
 
 def gather_objects(obj) -> list:
