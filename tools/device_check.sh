@@ -24,14 +24,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 PY=${PY:-python3}
-KORNIA_DEPS="kornia kornia_rs lmdb"
+OFFLINE_WHEELS="kornia kornia_rs lmdb protobuf>=5.26"   # what this workplace's H200 image lacks
 
 if [ "${1:-}" = "--download-wheels" ]; then
   DIR=${2:?usage: bash tools/device_check.sh --download-wheels DIR}
   # the GPU machine's Python (3.12 on this workplace's H200 image) and platform; torch is already there
   $PY -m pip download -d "$DIR" --only-binary=:all: --python-version "${PYVER:-3.12}" \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-    --no-deps $KORNIA_DEPS
+    --no-deps $OFFLINE_WHEELS
   echo "wheels in $DIR; on the GPU machine: WHEELS=$DIR bash tools/device_check.sh"
   exit 0
 fi
@@ -125,6 +125,14 @@ install() {
   fi
   missing=$(missing_modules)
   if [ -n "$missing" ]; then echo "still missing: $missing"; return 1; fi
+  if ! $PY -c "from torchcaffe.proto import caffe_pb2" 2>/dev/null; then
+    echo "caffe_pb2 does not load with this protobuf; installing protobuf>=5.26"
+    if [ -n "${WHEELS:-}" ]; then
+      $PY -m pip install -q --no-index --find-links "$WHEELS" "protobuf>=5.26" || return 1
+    else
+      $PY -m pip install -q "protobuf>=5.26" || return 1
+    fi
+  fi
   $PY -c "import torch, torchcaffe, cic, colorization; from torchcaffe.proto import caffe_pb2
 print('toolkit imported with torch', torch.__version__, 'CUDA', torch.cuda.is_available())"
 }
