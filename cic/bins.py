@@ -71,6 +71,33 @@ def as_centers(centers, like: torch.Tensor) -> torch.Tensor:
     return c
 
 
+_DEVICE_CENTERS: dict = {}
+
+
+def centers_on(centers, like: torch.Tensor):
+    """``(c, key)``: the bin centres as :func:`as_centers` gives them, but cached per (centres, device, dtype)
+    so that repeated calls (every batch of a training run) copy nothing from the host to the device; ``key``
+    is a hashable host-side identity of the centres (None for centres given as a device tensor).
+
+    The tensor is shared between calls: read it, never modify it in place."""
+    dtype = like.dtype if like.is_floating_point() else torch.float32
+    if isinstance(centers, torch.Tensor) and centers.device.type != "cpu":
+        c = as_centers(centers, like)  # already on a device: no host copy to save
+        return c, None
+    if centers is None:
+        key = ("released",)
+    else:
+        a = np.ascontiguousarray(centers.detach().numpy() if isinstance(centers, torch.Tensor) else np.asarray(centers))
+        key = (a.dtype.str, a.shape, a.tobytes())
+    full = (key, like.device, dtype)
+    c = _DEVICE_CENTERS.get(full)
+    if c is None:
+        if len(_DEVICE_CENTERS) > 32:
+            _DEVICE_CENTERS.clear()
+        c = _DEVICE_CENTERS[full] = as_centers(centers, like)
+    return c, key
+
+
 def grid_spacing(centers) -> int:
     """The grid spacing of integer bin centres: the gcd of all coordinate offsets (10 for the released)."""
     c = np.asarray(centers.cpu() if isinstance(centers, torch.Tensor) else centers)

@@ -207,6 +207,8 @@ def test_signal_handler_polls_and_clears():
     from torchcaffe.parallel import SignalHandler
     from torchcaffe.solver import SolverAction
 
+    # whatever was installed before (default_int_handler, or SIG_IGN in a process started in the background)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGHUP)}
     h = SignalHandler(SolverAction.STOP, SolverAction.SNAPSHOT).install()
     try:
         assert h() == SolverAction.NONE
@@ -218,6 +220,6 @@ def test_signal_handler_polls_and_clears():
         assert h() == SolverAction.NONE
     finally:
         h.uninstall()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert {s: signal.getsignal(s) for s in before} == before, "uninstall must restore the previous handlers"
     with pytest.raises(ValueError, match="Invalid signal effect"):
         SolverAction.parse("explode")

@@ -306,7 +306,7 @@ def train(flags, given) -> int:
                                   sigint_effect=sigint, sighup_effect=sighup)
         if rc == 0:
             _info("Optimization Done.", "caffe.cpp:259")
-        return rc
+        return rc  # 143: SIGTERM stopped every rank
 
     device = "cpu"
     if gpus:
@@ -330,20 +330,29 @@ def _train_torchrun(param, gpus, backend, snapshot, weights, sigint, sighup) -> 
     local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
     if gpus:
         _check_gpus(gpus)
-        device = f"cuda:{gpus[local % len(gpus)]}"
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0)
+        if local >= len(gpus) or per_node > len(gpus):
+            # one GPU per rank, as Caffe: two ranks on one device would silently share it
+            raise CliError(f"torchrun started {per_node or local + 1} processes on this node but -gpu names "
+                           f"{len(gpus)} device(s) ({','.join(map(str, gpus))}); give one GPU per process")
+        device = f"cuda:{gpus[local]}"
     else:
         device = "cpu"
     import torch
 
     parallel.init(backend, torch.device(device))
     rank = parallel.solver_rank()
+    ok = False
     try:
         if rank == 0:
             _info(f"torchrun: {parallel.solver_count()} ranks, backend "
                   f"{torch.distributed.get_backend()}", "caffe.cpp:222")
         parallel.run_rank(param, device, snapshot, weights, sigint, sighup)
+        ok = True
     finally:
-        parallel.shutdown()
+        # after a failure: no barrier (the others may wait in a collective forever); this rank exits
+        # non-zero at once and torchrun stops the others
+        parallel.shutdown(ok=ok)
     if rank == 0:
         _info("Optimization Done.", "caffe.cpp:259")
     return 0
@@ -417,7 +426,7 @@ def time_(flags, given) -> int:
         net.backward()
     _info("*** Benchmark begins ***", "caffe.cpp:396")
     _info(f"Testing for {n} iterations.", "caffe.cpp:397")
-    sync = torch.cuda.synchronize if dev is not None else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev is not None else (lambda: None)
     names: List[str] = []
     fwd: List[float] = []
     bwd: List[float] = []

@@ -165,6 +165,8 @@ class Net:
         if kwargs:
             raise TypeError(f"Net(): unexpected arguments {sorted(kwargs)}")
         self.device = torch.device(device) if device is not None else mode.get_device()
+        if self.device.type == "cuda":
+            mode.apply_cuda_math()  # Caffe-exact float32 unless mode.set_exact_math(False)
         self.phase = phase
         if isinstance(network, caffe_pb2.NetParameter):
             from .upgrade import upgrade_net
@@ -492,12 +494,20 @@ class Net:
         for lid, layer in enumerate(self.layers):
             layer.reshape(*self._io(lid))
 
-    def _forward_layer(self, lid: int) -> float:
-        """Caffe's Layer::Forward: reshape, forward, and the layer's weighted loss."""
+    def _forward_layer(self, lid: int, as_tensor: bool = False):
+        """Caffe's Layer::Forward: reshape, forward, and the layer's weighted loss (``as_tensor``: a float32
+        0-d tensor on the device, or None without loss tops -- nothing is read back to the host)."""
         layer = self.layers[lid]
         bottom, top = self._io(lid)
         layer.reshape(bottom, top)
         layer.forward(bottom, top)
+        if as_tensor:
+            loss = None
+            for j, w in enumerate(layer.top_loss_weights):
+                if w:
+                    t = top[j].data_t.to(torch.float32).sum() * w
+                    loss = t if loss is None else loss + t
+            return loss
         return sum(w * float(top[j].data_t.sum()) for j, w in enumerate(layer.top_loss_weights) if w)
 
     def _backward_layer(self, lid: int, keep: Iterable[str] = ()) -> None:
@@ -533,6 +543,17 @@ class Net:
         self.backward_from_to()
         return loss
 
+    def forward_backward_tensor(self) -> torch.Tensor:
+        """``forward_backward`` for the solver's hot loop: the total weighted loss as a float32 0-d tensor on the
+        net's device, summed in float32 as Caffe's Net::ForwardFromTo does; nothing is read back to the host."""
+        loss = None
+        for lid in range(len(self.layers)):
+            one = self._forward_layer(lid, as_tensor=True)
+            if one is not None:
+                loss = one if loss is None else loss + one
+        self.backward_from_to()
+        return loss if loss is not None else torch.zeros((), dtype=torch.float32, device=self.device)
+
     def forward(self, blobs: Optional[Iterable[str]] = None, start: Optional[str] = None,
                 end: Optional[str] = None, **kwargs) -> Dict[str, np.ndarray]:
         """pycaffe's Net.forward: set inputs from kwargs, run start..end, return the output blobs."""
@@ -540,12 +561,17 @@ class Net:
             if name not in self.inputs:
                 raise NetError(f"forward(): '{name}' is not an input blob of net '{self.name}' "
                                f"(inputs: {', '.join(self.inputs) or 'none'})")
-            value = np.asarray(value)
+            if not isinstance(value, torch.Tensor):
+                value = np.asarray(value)
             blob = self.blobs[name]
             if value.shape[0] != blob.shape[0]:
                 raise NetError(f"forward(): input '{name}' has batch size {value.shape[0]}, the net expects "
                                f"{blob.shape[0]} (reshape the blob first)")
-            blob.data[...] = value
+            if isinstance(value, torch.Tensor):  # e.g. already on the device: no trip through numpy
+                t = value.detach().to(device=blob.data_t.device, dtype=blob.data_t.dtype)
+                blob.data_t = t.expand(blob.shape).clone()
+            else:
+                blob.data[...] = value
         s = self._layer_index(start, 0)
         e = self._layer_index(end, len(self.layers) - 1)
         self.forward_from_to(s, e)
@@ -764,6 +790,8 @@ class Net:
     def to(self, device) -> "Net":
         """Move every blob and parameter to ``device``."""
         device = torch.device(device)
+        if device.type == "cuda":
+            mode.apply_cuda_math()
         seen = set()
         for b in list(self._blob_list) + [p for l in self.layers for p in l.blobs]:
             if id(b) not in seen:
@@ -776,7 +804,7 @@ class Net:
 
     def time_layers(self, iterations: int = 50) -> List[tuple]:
         """Average forward and backward milliseconds per layer (for ``caffe time``)."""
-        sync = (torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None))
+        sync = ((lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None))
         fwd = [0.0] * len(self.layers)
         bwd = [0.0] * len(self.layers)
 

@@ -216,24 +216,41 @@ def _resolve_beside(path: str, anchor_file: str) -> str:
     return path
 
 
-def _rng_state() -> dict:
+def _rng_state(device: Optional[torch.device] = None) -> dict:
+    """The random generators' states; with a CUDA ``device``, also that device's generator (each rank
+    records its own device's, whatever the device count)."""
     st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        st["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        st["cuda"] = {"device": int(idx), "state": torch.cuda.get_rng_state(idx)}
     return st
 
 
-def _set_rng_state(st: dict) -> None:
+def _set_rng_state(st: dict, device: Optional[torch.device] = None, source: str = "the snapshot") -> None:
+    """Restore :func:`_rng_state`'s states; the CUDA generator's into ``device`` (this rank's GPU).  When the
+    run and the snapshot disagree about the device, a warning says that the device's random sequence cannot
+    continue (the rest is restored)."""
     if "torch" in st:
         torch.set_rng_state(st["torch"])
     if "numpy" in st:
         np.random.set_state(st["numpy"])
     if "python" in st:
         random.setstate(st["python"])
-    if "cuda" in st and torch.cuda.is_available():
-        states = st["cuda"]
-        if len(states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states)
+    cuda = st.get("cuda")
+    on_cuda = device is not None and device.type == "cuda"
+    if on_cuda:
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        if isinstance(cuda, (list, tuple)):      # older sidecars: every device's state
+            cuda = {"device": idx, "state": cuda[idx]} if idx < len(cuda) else None
+        if cuda is None:
+            glog.warning(f"{source} was written by a CPU run (or without this GPU's generator): the random "
+                         f"draws on cuda:{idx} (dropout) restart from random_seed instead of continuing the "
+                         f"snapshotted run's sequence; the rest is restored exactly")
+        else:
+            torch.cuda.set_rng_state(cuda["state"], idx)
+    elif cuda is not None:
+        glog.warning(f"{source} was written by a GPU run: its CUDA random sequence cannot continue on the CPU "
+                     f"(dropout draws differ from the uninterrupted run); the rest is restored exactly")
 
 
 class _Unencodable(TypeError):
@@ -302,8 +319,8 @@ def _encode_rng(st: dict) -> dict:
            "numpy": [str(np_name), _to_json(np.asarray(np_keys, dtype=np.uint32)), int(np_pos), int(np_gauss),
                      float(np_cached)],
            "python": [int(py_version), _to_json(np.asarray(py_internal, dtype=np.int64)), py_gauss]}
-    if "cuda" in st:
-        out["cuda"] = [_to_json(s) for s in st["cuda"]]
+    if "cuda" in st:   # this rank's device and its generator state
+        out["cuda"] = {"device": int(st["cuda"]["device"]), "state": _to_json(st["cuda"]["state"])}
     return out
 
 
@@ -318,7 +335,10 @@ def _decode_rng(st: dict) -> dict:
         version, internal, gauss = st["python"]
         out["python"] = (int(version), tuple(int(v) for v in np.asarray(internal).reshape(-1)),
                          None if gauss is None else float(gauss))
-    if "cuda" in st:
+    if isinstance(st.get("cuda"), dict):
+        out["cuda"] = {"device": int(st["cuda"]["device"]),
+                       "state": torch.from_numpy(np.asarray(st["cuda"]["state"], dtype=np.uint8))}
+    elif "cuda" in st:  # every device's state (sidecars of earlier versions)
         out["cuda"] = [torch.from_numpy(np.asarray(s, dtype=np.uint8)) for s in st["cuda"]]
     return out
 
@@ -542,6 +562,8 @@ class Solver:
                 sources.append("net file: " + p.net)
                 params.append(self._read_net(p.net))
         self.test_nets = []
+        if not self.root:
+            return  # as Caffe 1.0: only the root solver tests (other ranks would prefetch batches for nothing)
         for i, q in enumerate(params):
             state = caffe_pb2.NetState()
             state.phase = caffe_pb2.TEST
@@ -602,9 +624,38 @@ class Solver:
         stop_iter = self.iter + int(iters)
         average_loss = p.average_loss
         self._losses = []
+        self._pending_losses = []
         self.smoothed_loss = 0.0
         self._iterations_last = self.iter
         timer = time.perf_counter()
+        try:
+            self._step_loop(p, start_iter, stop_iter, average_loss, timer)
+        finally:
+            self._flush_losses(start_iter, average_loss)
+
+    def _forward_backward_loss(self):
+        """One forward/backward pass; its loss as a float32 0-d tensor on the net's device when the net can
+        give one (:meth:`Net.forward_backward_tensor`), else as a numpy float32."""
+        fb = getattr(self.net, "forward_backward_tensor", None)
+        return fb() if fb is not None else _F32(self.net.forward_backward())
+
+    def _flush_losses(self, start_iter: int, average_loss: int) -> None:
+        """Read the iterations' losses back (one transfer for all) and update ``loss`` and the smoothed loss
+        as Caffe does every iteration."""
+        pending, self._pending_losses = getattr(self, "_pending_losses", []), []
+        if not pending:
+            return
+        vals = [v for _, v in pending]
+        if all(isinstance(v, torch.Tensor) for v in vals):
+            host = torch.stack([v.reshape(()).to(torch.float32) for v in vals]).cpu().numpy()
+        else:
+            host = np.asarray([float(v) for v in vals], dtype=np.float32)
+        for (it, _), v in zip(pending, host):
+            loss = _F32(_F32(v) / _F32(self.param.iter_size))
+            self.loss = float(loss)
+            self._update_smoothed_loss(loss, start_iter, average_loss, it)
+
+    def _step_loop(self, p, start_iter: int, stop_iter: int, average_loss: int, timer: float) -> None:
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
             if (p.test_interval and self.iter % p.test_interval == 0
@@ -621,14 +672,18 @@ class Solver:
             for cb in self.callbacks:
                 cb.on_start()
             display = bool(p.display) and self.iter % p.display == 0
-            loss = _F32(0)
+            loss = None
             for _ in range(p.iter_size):
-                loss = _F32(loss + _F32(self.net.forward_backward()))
-            loss = _F32(loss / _F32(p.iter_size))
-            self.loss = float(loss)
+                one = self._forward_backward_loss()
+                loss = one if loss is None else loss + one  # float32, as Caffe's Dtype loss
             if self.stop_on_nonfinite_loss:
-                self._check_finite_loss(loss)
-            self._update_smoothed_loss(loss, start_iter, average_loss)
+                # the check must come before the update: the one host read per iteration it costs
+                loss = _F32(float(loss))
+                self._check_finite_loss(_F32(loss / _F32(p.iter_size)))
+            # otherwise the loss stays on the device until it is displayed: no device synchronisation
+            self._pending_losses.append((self.iter, loss))
+            if display or len(self._pending_losses) >= 1000:
+                self._flush_losses(start_iter, average_loss)
             if display:
                 lapse = time.perf_counter() - timer
                 per_s = (self.iter - self._iterations_last) / (lapse if lapse else 1.0)
@@ -657,9 +712,7 @@ class Solver:
         if self.world_size > 1:
             from . import parallel
 
-            flag = torch.tensor([1.0 if bad else 0.0], device=parallel._comm_device())
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            bad = bool(flag.item())
+            bad = parallel.any_rank(bad)  # on the host (gloo control group): no wait for the GPU
         if not bad:
             return
         kept = f"the last snapshot, {self.last_snapshot}, is kept" if self.last_snapshot else \
@@ -693,14 +746,15 @@ class Solver:
                 glog.info(f"    {kind} net output #{idx}: {name} = {_f(v)}{extra}", src=src)
                 idx += 1
 
-    def _update_smoothed_loss(self, loss, start_iter: int, average_loss: int) -> None:
+    def _update_smoothed_loss(self, loss, start_iter: int, average_loss: int, it: Optional[int] = None) -> None:
         loss = _F32(loss)
+        it = self.iter if it is None else it
         if len(self._losses) < average_loss:
             self._losses.append(loss)
             size = len(self._losses)
             self.smoothed_loss = float(_F32((_F32(self.smoothed_loss) * _F32(size - 1) + loss) / _F32(size)))
         else:
-            idx = (self.iter - start_iter) % average_loss
+            idx = (it - start_iter) % average_loss
             self.smoothed_loss = float(_F32(_F32(self.smoothed_loss)
                                             + (loss - self._losses[idx]) / _F32(average_loss)))
             self._losses[idx] = loss
@@ -901,7 +955,7 @@ class Solver:
     def _resume_state(self) -> dict:
         return {"train": _encode_net_state(self.net.state(), "train"),
                 "test": [_encode_net_state(n.state(), "test") for n in self.test_nets],
-                "rng": _encode_rng(_rng_state())}
+                "rng": _encode_rng(_rng_state(self.net.device))}
 
     def _history_arrays(self) -> List[np.ndarray]:
         return [h.detach().to("cpu", torch.float32).numpy() for h in self.history]
@@ -1055,7 +1109,7 @@ class Solver:
         self.net.set_state(mine.get("train", {}))
         for net, st in zip(self.test_nets, mine.get("test", [])):
             net.set_state(st)
-        _set_rng_state(mine.get("rng", {}))
+        _set_rng_state(mine.get("rng", {}), self.net.device, path)
         self._log(f"Restored data positions and random generator states from {path}", "solver.py:0")
 
 

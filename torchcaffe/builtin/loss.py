@@ -31,6 +31,11 @@ def _check_first_dims(layer, bottom) -> None:
 
 def _labels_in_range(layer, lbl: torch.Tensor, valid: torch.Tensor, num_classes: int) -> None:
     bad = valid & ((lbl < 0) | (lbl >= num_classes))
+    if lbl.device.type != "cpu":
+        # no host round trip on a device: an out-of-range label stops the run with a device-side assert
+        # (Caffe's GPU code does not check at all)
+        torch._assert_async(~bad.any())
+        return
     if bool(bad.any()):
         v = lbl[bad][0].item()
         raise layer.error(f"label value {v} is out of range [0, {num_classes}) (and not the ignore_label)")
@@ -88,18 +93,19 @@ class SoftmaxWithLossLayer(_Loss):
             top[1].reshape(s)
 
     def _normalizer(self, valid_count: torch.Tensor) -> torch.Tensor:
+        # made on valid_count's device (a fill, not a host-to-device copy); Caffe's Dtype(count)
         L = caffe_pb2.LossParameter
         if self.normalization == L.FULL:
-            n = torch.tensor(float(self.outer * self.inner))
+            n = valid_count.new_full((), float(self.outer * self.inner))
         elif self.normalization == L.VALID:
             n = valid_count
         elif self.normalization == L.BATCH_SIZE:
-            n = torch.tensor(float(self.outer))
+            n = valid_count.new_full((), float(self.outer))
         elif self.normalization == L.NONE:
-            n = torch.tensor(1.0)
+            n = valid_count.new_full((), 1.0)
         else:
             raise self.error(f"Unknown normalization mode: {self.normalization}")
-        return n.to(device=valid_count.device, dtype=valid_count.dtype).clamp(min=1.0)
+        return n.clamp(min=1.0)
 
     def forward(self, bottom, top):
         x = bottom[0].data_t
