@@ -159,6 +159,8 @@ def run(args) -> int:
     if args.name and not args.prototxt:
         raise ValueError("--name names a model: give --prototxt/--caffemodel with it")
     names = [n for _, n in wanted]
+    if "real" in names:
+        raise ValueError("'real' names the ground-truth side of each pair; choose another algorithm name")
     if len(set(names)) != len(names):
         raise ValueError(f"two algorithms named {names}; choose --name / --gray-name")
 

@@ -128,6 +128,22 @@ class AppendLog:
             os.close(fd)
 
 
+def set_aside_torn_tail(path: Path) -> None:
+    """A log whose last line has no newline was cut by a crash during an append (that answer was never
+    acknowledged): move the fragment to ``PATH.torn`` (kept for inspection) so the log ends with a whole line."""
+    if not path.exists() or path.stat().st_size == 0 or _last_byte(path) == b"\n":
+        return
+    data = path.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    with open(str(path) + ".torn", "ab") as f:
+        f.write(data[cut:] + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    with open(path, "r+b") as f:
+        f.truncate(cut)
+        os.fsync(f.fileno())
+
+
 def _last_byte(path: Path) -> bytes:
     with open(path, "rb") as f:
         f.seek(-1, os.SEEK_END)
@@ -197,6 +213,8 @@ class Study:
         self.sessions_log = AppendLog(self.path / SESSIONS)
         self.trials_log = AppendLog(self.path / TRIALS)
         self.sessions: Dict[str, Session] = {}
+        for log in (self.sessions_log, self.trials_log):
+            set_aside_torn_tail(log.path)
         for rec in read_jsonl(self.path / SESSIONS):
             self.sessions[rec["participant"]] = Session(rec)
         for rec in read_jsonl(self.path / TRIALS):
@@ -296,7 +314,7 @@ class Study:
             t = s.record["plan"][trial]
             rec = {"participant": s.record["participant"], "algorithm": s.record["algorithm"], "trial": trial,
                    "practice": t["practice"], "image": t["image"], "fake_side": t["fake_side"],
-                   "sides": {side: (s.record["algorithm"] if side == t["fake_side"] else "ground_truth")
+                   "sides": {side: (s.record["algorithm"] if side == t["fake_side"] else "real")
                              for side in SIDES},
                    "choice": choice, "labelled_real": choice != t["fake_side"], **times, "received": now_iso()}
             self.trials_log.append(rec)
