@@ -83,12 +83,14 @@ def photos_from_lmdb(path: Path) -> Iterator[Tuple[str, np.ndarray]]:
 
 
 def gray_version(rgb: np.ndarray) -> np.ndarray:
-    """The gray baseline: the photo's L with a = b = 0."""
+    """The gray baseline: the photo's L with a = b = 0 (a neutral gray: R = G = B, float32 rounding of the
+    three channels averaged away)."""
     import cic
 
     lab = cic.rgb2lab(rgb.astype(np.float32) / 255.0)
     lab[..., 1:] = 0
-    return (255 * np.clip(cic.lab2rgb(lab), 0, 1) + 0.5).astype(np.uint8)
+    gray = (255 * np.clip(cic.lab2rgb(lab), 0, 1).mean(axis=-1) + 0.5).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
 
 
 def add_photos(study: Path, source_kind: str, source: Path, limit: int, seed: int, log) -> dict:
@@ -115,9 +117,9 @@ def add_photos(study: Path, source_kind: str, source: Path, limit: int, seed: in
         write_image(study / "real" / f"{ident}.png", sq)
         images.append(ident)
         sources[ident] = name
-    log(f"prepare: {len(images)} photos from {source} ({gray} gray skipped, {bad} unreadable skipped)")
     if not images:
-        raise ValueError(f"{source}: no usable colour photo")
+        raise ValueError(f"{source}: no usable colour photo ({gray} gray, {bad} unreadable)")
+    log(f"prepare: {len(images)} photos from {source} ({gray} gray skipped, {bad} unreadable skipped)")
     return {"format": FORMAT, "version": 1, "size": SIZE, "created": now_iso(),
             "source": {source_kind: str(source.resolve())}, "images": images, "sources": sources,
             "algorithms": []}

@@ -136,7 +136,7 @@ def plot(row: dict, path: Path) -> None:
     ax.set_xticks([])
     ax.set_ylim(0, 100)
     ax.set_ylabel("labelled real (% of test trials)")
-    ax.set_title(f"{row['algorithm']}: {row['participants']} participants, {row['test_trials']} trials", fontsize=10)
+    ax.set_title(f"{row['algorithm']}: {row['participants']} participants, {row['test_trials']} test trials", fontsize=10)
     ax.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
