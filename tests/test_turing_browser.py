@@ -1,6 +1,6 @@
 """turing_test.py serve in a real headless browser (Debian's chromium + chromium-driver, driven by Selenium):
 a whole session of the paper's 10 practice + 40 test trials (display shortened to 50 ms), with mouse clicks,
-arrow keys and a page reload in the middle; then the recorded trials and the report are checked.
+arrow keys, a page reload and the back button in the middle; then the recorded trials and the report are checked.
 
 Skips, saying why, where Selenium, chromium or chromedriver is missing (``.ci/run`` installs them as root).
 
@@ -78,6 +78,7 @@ def test_a_whole_session_in_a_real_browser(driver, tmp_path):
     url = "http://127.0.0.1:%d/" % server.server_address[1]
     wait = WebDriverWait(driver, 20, poll_frequency=0.01)
     try:
+        driver.get("data:text/html,<p>before the study</p>")
         driver.get(url)
         box = wait.until(ec.visibility_of_element_located((By.ID, "participant")))
         box.send_keys("browser-01")
@@ -101,6 +102,13 @@ def test_a_whole_session_in_a_real_browser(driver, tmp_path):
                 driver.refresh()
                 start = wait.until(ec.element_to_be_clickable((By.ID, "start-button")))
                 assert "Resuming at trial 8" in driver.find_element(By.ID, "intro-counts").text
+                start.click()
+            if t == 20:  # back to the previous page and forward again: the same
+                wait.until(lambda d: len(read_jsonl(study_dir / "trials.jsonl")) == 21)
+                driver.back()
+                driver.forward()
+                start = wait.until(ec.element_to_be_clickable((By.ID, "start-button")))
+                assert "Resuming at trial 22" in driver.find_element(By.ID, "intro-counts").text
                 start.click()
         wait.until(ec.visibility_of_element_located((By.ID, "done")))
         assert progress[0] == "Trial 1 of 50 (practice)" and progress[9] == "Trial 10 of 50 (practice)"

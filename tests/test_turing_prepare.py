@@ -116,3 +116,19 @@ def test_prepare_errors_are_one_line(tmp_path, capsys):
     fails([study, "--prototxt", str(tmp_path / "missing.prototxt")], "missing.prototxt")
     m = json.loads((tmp_path / "study" / "study.json").read_text())
     assert [a["name"] for a in m["algorithms"]] == ["gray"]  # a failed prepare leaves the manifest alone
+
+
+def test_prepare_with_the_released_deploy_file(tmp_path):
+    """The released ``colorization_deploy_v2`` (224 x 224 input, output blob ``class8_ab``, final Silence)
+    through the same Colorizer; its fixed layers from the toolkit's file, the rest at initial values."""
+    rel = REPO / "prototxt" / "release_v2"
+    src = tmp_path / "photos"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), photo(300, 240, 5))
+    study = tmp_path / "study"
+    args = ["--prototxt", str(rel / "colorization_deploy_v2.prototxt"),
+            "--caffemodel", str(rel / "colorization_release_v2_fixed_layers.caffemodel")]
+    assert main(["prepare", str(study), "--images", str(src), "--name", "release_v2", "--quiet"] + args) == 0
+    real = read_image(study / "real" / "00000.png")
+    expect = Colorizer(args[1], args[3]).colorize(real)
+    np.testing.assert_array_equal(read_image(study / "fake" / "release_v2" / "00000.png"), expect)

@@ -78,6 +78,9 @@ def serve(args) -> int:
     print(f"serving {args.study} at http://{host}:{port}/  ({len(study.algorithms)} algorithms, "
           f"{len(study.images)} photos, {done} sessions completed, {len(study.sessions) - done} in progress; "
           f"answers go to {study.trials_log.path}); Ctrl-C stops", file=sys.stderr)
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        print(f"note: bound to {host}: anyone who can reach this machine on port {port} can take part",
+              file=sys.stderr)
     if not study.protocol.is_paper():
         print("note: the protocol differs from the paper's (10 practice + 40 test trials, 1000 ms)", file=sys.stderr)
     try:

@@ -202,5 +202,5 @@ def run(args) -> int:
         else:
             add_algorithm(study, manifest, {"name": name, "kind": "ground_truth"}, lambda x: x, log)
     print(f"{study}: {len(manifest['images'])} photos; algorithms: "
-              f"{', '.join(a['name'] for a in manifest['algorithms']) or '(none yet)'}")
+          f"{', '.join(a['name'] for a in manifest['algorithms']) or '(none yet)'}")
     return 0
