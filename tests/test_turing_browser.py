@@ -7,7 +7,6 @@ Skips, saying why, where Selenium, chromium or chromedriver is missing (``.ci/ru
 ``python tests/test_turing_browser.py --screenshot docs/turing_test.png`` takes the README's screenshot.
 """
 import json
-import os
 import shutil
 import sys
 import time

@@ -102,7 +102,7 @@ def table(rows: List[dict]) -> str:
         ci = "n/a" if lo != lo else f"[{lo:.1f}, {hi:.1f}]"
         lines.append(f"{r['algorithm']:<20} {r['participants']:>12} {r['test_trials']:>11} "
                      f"{_fmt(r['labelled_real_percent']):>15} {ci:>19} {r['paper_percent']:>8.1f}")
-    lines.append(f"paper %: 'Ours (full)', Zhang et al. ECCV 2016, Table 1 (ground truth vs itself: 50 %).")
+    lines.append("paper %: 'Ours (full)', Zhang et al. ECCV 2016, Table 1 (ground truth vs itself: 50 %).")
     for r in rows:
         if r["incomplete_sessions"]:
             lines.append(f"{r['algorithm']}: {r['incomplete_sessions']} incomplete session(s) left out")
