@@ -248,3 +248,30 @@ def test_serve_command_errors(study_dir, tmp_path, capsys):
     (study_dir / "fake" / "gray" / "00003.png").unlink()
     assert main(["serve", str(study_dir)]) == 1
     assert "00003.png: missing" in capsys.readouterr().err
+
+
+def test_serve_command_binds_localhost_and_stops_on_ctrl_c(study_dir):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.Popen([sys.executable, str(REPO / "tools" / "turing_test.py"), "serve", str(study_dir),
+                          "--port", "0", "--display-ms", "500"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = p.stderr.readline()
+        m = re.search(r"serving .* at http://127\.0\.0\.1:(\d+)/", line)
+        assert m, line
+        assert "differs from the paper's" in p.stderr.readline()
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/", timeout=30) as r:
+            page = r.read().decode()
+        assert '<script src="/static/app.js">' in page and "http" not in page.replace("http-equiv", "")
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/static/app.js", timeout=30) as r:
+            assert "/api/answer" in r.read().decode()
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=30) == 0

@@ -118,6 +118,7 @@ class AppendLog:
 
     def append(self, record: dict) -> None:
         line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        created = not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             if os.fstat(fd).st_size and _last_byte(self.path) != b"\n":
@@ -126,6 +127,12 @@ class AppendLog:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if created:  # the new file's directory entry is durable too
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
 
 
 def set_aside_torn_tail(path: Path) -> None:
