@@ -16,7 +16,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["torchcaffe", "torchcaffe.proto", "torchcaffe.builtin", "cic", "layers", "colorization"],
+    packages=["torchcaffe", "torchcaffe.proto", "torchcaffe.builtin", "caffe", "caffe.proto", "cic", "layers", "colorization"],
     package_data={"torchcaffe.proto": ["caffe.proto"]},
     install_requires=[
         "torch>=2.1",

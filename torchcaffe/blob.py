@@ -1,50 +1,167 @@
 """Blob: an N-d array with its gradient, as ``caffe::Blob``, held as torch tensors on one device.
 
-A blob has two arrays of the same shape, ``data`` and ``diff``.  The runtime and the built-in layers work on
-the tensors ``data_t`` / ``diff_t`` (on the net's device); pycaffe users see ``data`` / ``diff`` as writable
-numpy arrays.  On the CPU the numpy array *is* the tensor's memory.  On a GPU the host copy is kept in step
-as Caffe's SyncedMemory does: reading ``data`` copies device -> host once and marks the host copy as the
-newest (the caller may write into it); the next ``data_t`` copies it back.
+A blob has two arrays of the same shape, ``data`` and ``diff``.  Each is one tensor that the blob owns for
+as long as its shape stays the same: the runtime and the layers write *into* it (``blob.data_t = t`` copies
+``t`` into the blob's memory), so what a pycaffe user holds stays valid across forward, backward, solver
+updates and so on, until the blob is reshaped -- as in Caffe.
+
+pycaffe users see ``data`` / ``diff`` as writable numpy arrays.  On the CPU the numpy array *is* the
+tensor's memory.  On a GPU a host mirror is kept as Caffe's SyncedMemory keeps one, with its three states:
+``HEAD_AT_CPU`` (the host copy is newer: the caller may have written into it), ``HEAD_AT_GPU`` (the device
+copy is newer) and ``SYNCED``.  Writes made on the device (in place, by a layer or the solver) are noticed
+through torch's version counter of the tensor, so a read that only reads keeps both copies in step and
+moves no data twice.  Host arrays that a user holds stay live on a GPU too: the net brings them in step at
+the start and end of each of its operations (:func:`sync_exposed_before`, :func:`sync_exposed_after`).
 """
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 import torch
 
-__all__ = ["Blob"]
+__all__ = ["Blob", "HEAD_AT_CPU", "HEAD_AT_GPU", "SYNCED"]
+
+HEAD_AT_CPU = "HEAD_AT_CPU"
+HEAD_AT_GPU = "HEAD_AT_GPU"
+SYNCED = "SYNCED"
+
+#: device arrays whose host mirror a user has been handed (only off the CPU): kept in step around net calls
+_EXPOSED: "weakref.WeakSet[_Synced]" = weakref.WeakSet()
+
+
+def _download(dst: np.ndarray, src: torch.Tensor) -> None:
+    """Device -> host copy (one function, so that tests can count transfers)."""
+    torch.from_numpy(dst).copy_(src.detach())
+
+
+def _upload(dst: torch.Tensor, src: np.ndarray) -> None:
+    """Host -> device copy."""
+    with torch.no_grad():
+        dst.copy_(torch.from_numpy(src))
 
 
 class _Synced:
-    """One array kept on a torch device with a lazily synchronised numpy mirror (Caffe's SyncedMemory)."""
+    """One array: a device tensor the blob owns, with a lazily synchronised numpy mirror (SyncedMemory)."""
 
-    __slots__ = ("tensor_", "host", "head")
+    __slots__ = ("tensor_", "host", "head", "version", "__weakref__")
 
     def __init__(self, tensor: torch.Tensor):
-        self.tensor_ = tensor
-        self.host = None      # numpy mirror, only used off the CPU
-        self.head = "device"  # "device": the tensor is newest; "host": the numpy mirror is newest
+        self.set_tensor(tensor)
 
-    def tensor(self) -> torch.Tensor:
-        """The device tensor, current; the caller may modify it in place (Caffe's mutable_gpu_data), so the
-        host mirror is re-read on the next ``numpy()``."""
-        if self.head == "host":
-            self.tensor_.copy_(torch.from_numpy(self.host))
-        self.head = "device"
-        return self.tensor_
+    @property
+    def on_cpu(self) -> bool:
+        return self.tensor_.device.type == "cpu"
 
     def set_tensor(self, t: torch.Tensor) -> None:
+        """Take ``t`` as the (new) storage: a reshape or a move; host arrays handed out before are dropped."""
         self.tensor_ = t
         self.host = None
-        self.head = "device"
+        self.head = HEAD_AT_GPU
+        self.version = -1
 
+    # -- state ---------------------------------------------------------------------------------------------
+    def device_newer(self) -> bool:
+        """Has the device copy changed since the host mirror was last in step?"""
+        if self.head == HEAD_AT_GPU:
+            return True
+        return self.head == SYNCED and self.tensor_._version != self.version
+
+    def _mark_synced(self) -> None:
+        self.head = SYNCED
+        self.version = self.tensor_._version
+
+    def _host_buffer(self) -> np.ndarray:
+        t = self.tensor_
+        if self.host is None or self.host.shape != tuple(t.shape):
+            dtype = torch.empty((), dtype=t.dtype).numpy().dtype
+            self.host = np.empty(tuple(t.shape), dtype=dtype)
+        return self.host
+
+    # -- device side ---------------------------------------------------------------------------------------
+    def tensor(self) -> torch.Tensor:
+        """The device tensor, current (Caffe's gpu_data / mutable_gpu_data: in-place writes are seen through
+        the tensor's version counter)."""
+        if self.head == HEAD_AT_CPU:
+            _upload(self.tensor_, self.host)
+            self._mark_synced()
+        return self.tensor_
+
+    def write(self, t: torch.Tensor) -> None:
+        """Overwrite the whole array with ``t`` (same shape); no upload of a host copy that is overwritten."""
+        dst = self.tensor_
+        if t is dst or (t.data_ptr() == dst.data_ptr() and t.shape == dst.shape and t.stride() == dst.stride()
+                        and t.dtype == dst.dtype and t.device == dst.device):
+            return  # the caller wrote into the blob's own memory
+        with torch.no_grad():
+            dst.copy_(t.detach())
+        if self.head == HEAD_AT_CPU:
+            self.head = HEAD_AT_GPU
+
+    def zero(self) -> None:
+        with torch.no_grad():
+            self.tensor_.zero_()
+        if self.head == HEAD_AT_CPU:
+            self.head = HEAD_AT_GPU
+
+    # -- host side -----------------------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
+        """The host array, current and writable (pycaffe's ``blob.data``, Caffe's mutable_cpu_data)."""
         t = self.tensor_
         if t.device.type == "cpu":
-            return t.numpy()
-        if self.head == "device" or self.host is None or self.host.shape != tuple(t.shape):
-            self.host = t.detach().cpu().numpy()
-        self.head = "host"  # the caller may write into the mirror
-        return self.host
+            return t.detach().numpy()
+        host = self._host_buffer()
+        if self.device_newer():
+            _download(host, t)
+        self.head = HEAD_AT_CPU
+        _EXPOSED.add(self)
+        return host
+
+    def read(self) -> np.ndarray:
+        """The host array for reading only (Caffe's cpu_data): both copies end up in step, nothing is
+        uploaded later for it.  The caller must not write into it."""
+        t = self.tensor_
+        if t.device.type == "cpu":
+            return t.detach().numpy()
+        host = self._host_buffer()
+        if self.device_newer():
+            _download(host, t)
+            self._mark_synced()
+        return host
+
+    def assign(self, value) -> None:
+        """Overwrite the whole array from the host (``blob.data = value``): no download first."""
+        t = self.tensor_
+        if t.device.type == "cpu":
+            t.detach().numpy()[...] = value
+            return
+        host = self._host_buffer()
+        host[...] = value
+        self.head = HEAD_AT_CPU
+
+    # -- keeping held host arrays live on a device -----------------------------------------------------------
+    def before_op(self) -> None:
+        """The user may have written into the host array since the last call: it is the newest copy."""
+        if self.host is not None and not self.device_newer():
+            self.head = HEAD_AT_CPU
+
+    def after_op(self) -> None:
+        """Bring the host array in step with what the operation computed."""
+        if self.host is not None and self.device_newer():
+            _download(self.host, self.tensor_)
+            self._mark_synced()
+
+
+def sync_exposed_before() -> None:
+    """Before a net operation: host arrays handed to the user (on a device) are taken as the newest copy."""
+    for s in list(_EXPOSED):
+        s.before_op()
+
+
+def sync_exposed_after() -> None:
+    """After a net operation: host arrays handed to the user (on a device) are brought up to date."""
+    for s in list(_EXPOSED):
+        s.after_op()
 
 
 def _as_shape(args) -> tuple:
@@ -92,14 +209,17 @@ class Blob:
     width = property(lambda self: self._legacy(3))
 
     def reshape(self, *shape) -> None:
-        """Change the shape; the contents are kept when the element count is unchanged, else zeroed."""
+        """Change the shape; the contents are kept when the element count is unchanged, else zeroed.
+        Arrays taken from the blob before a reshape that changes its shape no longer follow it."""
         shape = _as_shape(shape)
-        if shape == self.shape:
+        if shape == self.shape and shape == tuple(self._diff.tensor_.shape):
             return
+        n = int(np.prod(shape, dtype=np.int64))
         for s in (self._data, self._diff):
-            t = s.tensor()
-            if t.numel() == int(np.prod(shape, dtype=np.int64)):
-                s.set_tensor(t.reshape(shape).contiguous())
+            if s.tensor_.shape == shape:
+                continue  # shared with a blob already reshaped (Split tops share their bottom's data)
+            if s.tensor_.numel() == n:
+                s.set_tensor(s.tensor().reshape(shape))
             else:
                 s.set_tensor(torch.zeros(shape, dtype=self.dtype, device=self.device))
 
@@ -109,6 +229,7 @@ class Blob:
     # -- tensors (runtime side) ---------------------------------------------------------------------------
     @property
     def data_t(self) -> torch.Tensor:
+        """The data as a tensor on the blob's device: the blob's own memory (writes into it are the blob's)."""
         return self._data.tensor()
 
     @data_t.setter
@@ -124,21 +245,19 @@ class Blob:
         t = self._coerce(t)
         if tuple(t.shape) != self.shape:
             t = t.reshape(self.shape)
-        self._diff.set_tensor(t)
+        self._diff.write(t)
 
     def _coerce(self, t) -> torch.Tensor:
         if not isinstance(t, torch.Tensor):
             t = torch.as_tensor(np.asarray(t))
-        if t.dtype != self.dtype or t.device != self.device:
-            t = t.to(device=self.device, dtype=self.dtype)
         return t
 
     def set_data(self, t: torch.Tensor) -> None:
-        """Replace the data (any shape); the diff follows the new shape (zeroed if it changed)."""
+        """Write ``t`` into the data; a different shape reshapes the blob first (the diff follows it)."""
         t = self._coerce(t)
-        self._data.set_tensor(t)
-        if tuple(self._diff.tensor_.shape) != tuple(t.shape):
-            self._diff.set_tensor(torch.zeros_like(t))
+        if tuple(t.shape) != self.shape:
+            self.reshape(tuple(t.shape))
+        self._data.write(t)
 
     def share_data(self, other: "Blob") -> None:
         self._data = other._data
@@ -147,14 +266,15 @@ class Blob:
         self._diff = other._diff
 
     def zero_diff(self) -> None:
-        self._diff.set_tensor(torch.zeros(self.shape, dtype=self.dtype, device=self.device))
+        self._diff.zero()
 
     def to(self, device) -> "Blob":
         """Move both arrays to ``device`` (in place); returns self."""
         device = torch.device(device)
         self.device = device
         for s in (self._data, self._diff):
-            s.set_tensor(s.tensor().to(device))
+            if s.tensor_.device != device:
+                s.set_tensor(s.tensor().to(device))
         return self
 
     # -- numpy (pycaffe side) -----------------------------------------------------------------------------
@@ -164,7 +284,7 @@ class Blob:
 
     @data.setter
     def data(self, value) -> None:
-        self.data[...] = value
+        self._data.assign(value)
 
     @property
     def diff(self) -> np.ndarray:
@@ -172,7 +292,14 @@ class Blob:
 
     @diff.setter
     def diff(self, value) -> None:
-        self.diff[...] = value
+        self._diff.assign(value)
+
+    def read_data(self) -> np.ndarray:
+        """The data on the host for reading only (snapshots, weight files): no re-upload follows."""
+        return self._data.read()
+
+    def read_diff(self) -> np.ndarray:
+        return self._diff.read()
 
     def __repr__(self) -> str:
         return f"Blob(shape={self.shape}, device={self.device})"

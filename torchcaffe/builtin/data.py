@@ -50,6 +50,7 @@ import torch
 
 from .. import glog
 from ..blob import Blob
+from ..common import solver_count, solver_rank
 from ..data_transformer import DataTransformer, TransformError
 from ..layer import Layer, register
 from ..proto import caffe_pb2
@@ -105,8 +106,6 @@ def batch_generator(seed: int, rank: int, batch_index: int) -> np.random.Generat
 
 def _shard() -> tuple:
     """(rank, world size) of this process in data-parallel training (Caffe's solver_rank / solver_count)."""
-    from ..parallel import solver_count, solver_rank
-
     return solver_rank(), solver_count()
 
 
