@@ -26,6 +26,10 @@ HEAD_AT_CPU = "HEAD_AT_CPU"
 HEAD_AT_GPU = "HEAD_AT_GPU"
 SYNCED = "SYNCED"
 
+#: keep a host mirror for CPU tensors too (tests set it to run the device path, and count its transfers,
+#: on a machine without a GPU)
+MIRROR_CPU = False
+
 #: device arrays whose host mirror a user has been handed (only off the CPU): kept in step around net calls
 _EXPOSED: "weakref.WeakSet[_Synced]" = weakref.WeakSet()
 
@@ -44,14 +48,10 @@ def _upload(dst: torch.Tensor, src: np.ndarray) -> None:
 class _Synced:
     """One array: a device tensor the blob owns, with a lazily synchronised numpy mirror (SyncedMemory)."""
 
-    __slots__ = ("tensor_", "host", "head", "version", "__weakref__")
+    __slots__ = ("tensor_", "host", "head", "version", "mirrored", "__weakref__")
 
     def __init__(self, tensor: torch.Tensor):
         self.set_tensor(tensor)
-
-    @property
-    def on_cpu(self) -> bool:
-        return self.tensor_.device.type == "cpu"
 
     def set_tensor(self, t: torch.Tensor) -> None:
         """Take ``t`` as the (new) storage: a reshape or a move; host arrays handed out before are dropped."""
@@ -59,6 +59,7 @@ class _Synced:
         self.host = None
         self.head = HEAD_AT_GPU
         self.version = -1
+        self.mirrored = t.device.type != "cpu" or MIRROR_CPU  # else the numpy array is the tensor's memory
 
     # -- state ---------------------------------------------------------------------------------------------
     def device_newer(self) -> bool:
@@ -108,7 +109,7 @@ class _Synced:
     def numpy(self) -> np.ndarray:
         """The host array, current and writable (pycaffe's ``blob.data``, Caffe's mutable_cpu_data)."""
         t = self.tensor_
-        if t.device.type == "cpu":
+        if not self.mirrored:
             return t.detach().numpy()
         host = self._host_buffer()
         if self.device_newer():
@@ -121,7 +122,7 @@ class _Synced:
         """The host array for reading only (Caffe's cpu_data): both copies end up in step, nothing is
         uploaded later for it.  The caller must not write into it."""
         t = self.tensor_
-        if t.device.type == "cpu":
+        if not self.mirrored:
             return t.detach().numpy()
         host = self._host_buffer()
         if self.device_newer():
@@ -132,7 +133,7 @@ class _Synced:
     def assign(self, value) -> None:
         """Overwrite the whole array from the host (``blob.data = value``): no download first."""
         t = self.tensor_
-        if t.device.type == "cpu":
+        if not self.mirrored:
             t.detach().numpy()[...] = value
             return
         host = self._host_buffer()

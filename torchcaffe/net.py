@@ -346,6 +346,8 @@ class Net:
             glog.info("Network initialization done.", src="net.cpp:255")
         self.blobs = OrderedDict((n, b) for n, b in zip(self._blob_names, self._blob_list))
         self._forwarded = [False] * len(self.layers)
+        # pycaffe's net.blob_loss_weights: every blob, in order, with its loss weight (0 for most)
+        self.blob_loss_weights = OrderedDict((n, self.blob_loss_weights.get(n, 0.0)) for n in self._blob_names)
         self._hooks = {"before_forward": [], "after_forward": [], "before_backward": [], "after_backward": []}
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
 
