@@ -104,14 +104,36 @@ def test_backward_start_end_as_bvlc_test_net():
     np.testing.assert_allclose(net.blobs["pw"].diff, sample @ net.params["out"][0].data, rtol=1e-4, atol=1e-6)
 
 
-def test_in_place_layers_backward_twice_equals_once():
-    """An in-place layer (Power on its bottom) keeps the input its forward saw for its backward."""
+@pytest.mark.parametrize("hold", [False, True])
+@pytest.mark.parametrize("layer", ['type: "Power" bottom: "sig" top: "sig" power_param { power: 2 scale: 1.5 }',
+                                   'type: "Scale" bottom: "sig" top: "sig" '
+                                   'scale_param { filler { type: "constant" value: 1.5 } } param { lr_mult: 0 }'])
+def test_in_place_layers_backward_uses_the_input_forward_saw(hold, layer):
+    """An in-place layer (Power, hand-written; Scale, by autograd) keeps the input its forward saw for its
+    backward, whether its memory is replaced (nobody holds it) or written into (a user holds a view)."""
     rng = np.random.RandomState(5)
     x, g = rng.randn(3, 4), rng.randn(3, 2)
-    net = make_net(NET.replace('top: "pw"', 'top: "sig"').replace('bottom: "pw"', 'bottom: "sig"'))
-    net.forward(data=x)
-    want = numpy_backward(net, x, g)[0]
+    text = NET.replace('top: "pw"', 'top: "sig"').replace('bottom: "pw"', 'bottom: "sig"')
+    scale = "Scale" in layer
+    text = text.replace('type: "Power" bottom: "sig" top: "sig" power_param { power: 2 scale: 1.5 }', layer)
+    assert layer in text
+    net = make_net(text)
+    held = net.blobs["sig"].data if hold else None
+    out = net.forward(data=x)["out"]
+    if hold:
+        np.testing.assert_array_equal(held, net.blobs["sig"].data)
+    w1, b1 = (b.data.astype(np.float64) for b in net.params["ip"])
+    s = 1 / (1 + np.exp(-(x @ w1.T + b1)))
+    y = 1.5 * s if scale else (1.5 * s) ** 2
+    np.testing.assert_allclose(net.blobs["sig"].data, y, rtol=1e-5)
+    np.testing.assert_allclose(out, y @ net.params["out"][0].data.T + net.params["out"][1].data, rtol=1e-4,
+                               atol=1e-5)
+    gs = g @ net.params["out"][0].data
+    gsig = gs * 1.5 if scale else gs * 2 * 1.5 * (1.5 * s)
+    want = (gsig * s * (1 - s)) @ w1
     np.testing.assert_allclose(net.backward(out=g)["data"], want, rtol=1e-4, atol=1e-5)
+    if scale:  # d/dscale reads the input the forward saw
+        np.testing.assert_allclose(net.params["pow"][0].diff, (gs * s).sum(0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(net.backward(out=g)["data"], want, rtol=1e-4, atol=1e-5)
 
 

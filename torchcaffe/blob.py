@@ -34,6 +34,21 @@ MIRROR_CPU = False
 _EXPOSED: "weakref.WeakSet[_Synced]" = weakref.WeakSet()
 
 
+#: every blob's memory, by address: a tensor whose memory a blob already has is copied, never adopted
+_OWNERS: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
+
+
+def _own(t: torch.Tensor) -> None:
+    ptr = t.data_ptr()
+    if ptr:
+        _OWNERS[ptr] = t
+
+
+def _owner(t: torch.Tensor):
+    ptr = t.data_ptr()
+    return _OWNERS.get(ptr) if ptr else None
+
+
 def _download(dst: np.ndarray, src: torch.Tensor) -> None:
     """Device -> host copy (one function, so that tests can count transfers)."""
     torch.from_numpy(dst).copy_(src.detach())
@@ -46,9 +61,15 @@ def _upload(dst: torch.Tensor, src: np.ndarray) -> None:
 
 
 class _Synced:
-    """One array: a device tensor the blob owns, with a lazily synchronised numpy mirror (SyncedMemory)."""
+    """One array: a device tensor the blob owns, with a lazily synchronised numpy mirror (SyncedMemory).
 
-    __slots__ = ("tensor_", "host", "head", "version", "mirrored", "__weakref__")
+    The tensor is replaced, not written into, by whoever sets the whole array (a layer's output is adopted
+    without a copy), unless a numpy view of its memory has been handed out (``exposed``, on the CPU only):
+    then every write goes into that memory, so that the view stays live.  A mirrored array (on a device)
+    never hands out its tensor's memory, so it always adopts.
+    """
+
+    __slots__ = ("tensor_", "host", "head", "version", "mirrored", "exposed", "owned", "__weakref__")
 
     def __init__(self, tensor: torch.Tensor):
         self.set_tensor(tensor)
@@ -60,6 +81,16 @@ class _Synced:
         self.head = HEAD_AT_GPU
         self.version = -1
         self.mirrored = t.device.type != "cpu" or MIRROR_CPU  # else the numpy array is the tensor's memory
+        self.exposed = False
+        self.owned = True  # the memory is the blob's alone (not also an array someone else computed)
+        _own(t)
+
+    def _adopt(self, t: torch.Tensor, owned: bool) -> None:
+        """Replace the memory by ``t`` (same shape): what a held host mirror had is now older."""
+        self.tensor_ = t
+        self.head = HEAD_AT_GPU
+        self.owned = owned
+        _own(t)
 
     # -- state ---------------------------------------------------------------------------------------------
     def device_newer(self) -> bool:
@@ -89,28 +120,46 @@ class _Synced:
         return self.tensor_
 
     def write(self, t: torch.Tensor) -> None:
-        """Overwrite the whole array with ``t`` (same shape); no upload of a host copy that is overwritten."""
+        """Set the whole array to ``t`` (same shape): adopt it, or copy it into the memory a view shows."""
         dst = self.tensor_
         if t is dst or (t.data_ptr() == dst.data_ptr() and t.shape == dst.shape and t.stride() == dst.stride()
                         and t.dtype == dst.dtype and t.device == dst.device):
             return  # the caller wrote into the blob's own memory
-        with torch.no_grad():
-            dst.copy_(t.detach())
-        if self.head == HEAD_AT_CPU:
-            self.head = HEAD_AT_GPU
+        t = t.detach()
+        if self.exposed:
+            with torch.no_grad():
+                dst.copy_(t)
+            if self.head == HEAD_AT_CPU:
+                self.head = HEAD_AT_GPU
+            return
+        if t.dtype == dst.dtype and t.device == dst.device and t.is_contiguous() and t._base is None \
+                and _owner(t) is None:
+            self._adopt(t, owned=False)
+        else:  # a view, another blob's memory, another type or device: a copy of our own
+            self._adopt(torch.empty_like(dst, memory_format=torch.contiguous_format).copy_(t), owned=True)
 
     def zero(self) -> None:
-        with torch.no_grad():
-            self.tensor_.zero_()
-        if self.head == HEAD_AT_CPU:
-            self.head = HEAD_AT_GPU
+        if self.exposed:
+            with torch.no_grad():
+                self.tensor_.zero_()
+            if self.head == HEAD_AT_CPU:
+                self.head = HEAD_AT_GPU
+        else:
+            self._adopt(torch.zeros_like(self.tensor_), owned=True)
 
     # -- host side -----------------------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """The host array, current and writable (pycaffe's ``blob.data``, Caffe's mutable_cpu_data)."""
         t = self.tensor_
         if not self.mirrored:
-            return t.detach().numpy()
+            if not self.exposed:
+                # from now on the user holds this memory and every write goes into it: it must be the
+                # blob's alone (an adopted layer output may also be saved by that layer's autograd graph)
+                if not self.owned:
+                    t = t.clone()
+                    self._adopt(t, owned=True)
+                self.exposed = True
+            return t.numpy()
         host = self._host_buffer()
         if self.device_newer():
             _download(host, t)
@@ -134,7 +183,12 @@ class _Synced:
         """Overwrite the whole array from the host (``blob.data = value``): no download first."""
         t = self.tensor_
         if not self.mirrored:
-            t.detach().numpy()[...] = value
+            if not self.exposed:
+                t = torch.empty_like(t, memory_format=torch.contiguous_format)
+                t.numpy()[...] = value
+                self._adopt(t, owned=True)
+            else:
+                t.numpy()[...] = value
             return
         host = self._host_buffer()
         host[...] = value

@@ -90,8 +90,9 @@ class Layer:
     auto_top_blobs: bool = False
     #: loss layers weigh their first top by 1 unless the prototxt says otherwise
     is_loss: bool = False
-    #: used in place (a top is its bottom), the layer's ``forward`` gets a copy of that bottom's data, so
-    #: that what it keeps for its backward is the input it saw (the tops are written into the blob's memory)
+    #: used in place (a top is its bottom) on a blob whose memory a user holds (so the tops are written into
+    #: it), the layer's ``forward`` gets a copy of that bottom's data: what it keeps for its backward is the
+    #: input it saw
     copies_in_place_input: bool = True
 
     def __init_subclass__(cls, **kwargs):
@@ -103,7 +104,8 @@ class Layer:
         @functools.wraps(fwd)
         def forward(self, bottom, top):
             if self.copies_in_place_input and getattr(self, "need_backward", True):
-                if any(t is b for t in top for b in bottom):
+                # only a top whose memory a user holds is written into; others get new memory
+                if any(t is b and t._data.exposed for t in top for b in bottom):
                     bottom = [_input_copy(b) if any(t is b for t in top) else b for b in bottom]
             return fwd(self, bottom, top)
 
@@ -202,8 +204,10 @@ class TorchLayer(Layer):
     it: bottom diffs are overwritten and parameter diffs accumulated, exactly as Caffe's hand-written backward
     passes do.
 
-    An in-place layer (a top that is its bottom) overwrites its input; what its graph saved of that input is
-    kept aside first, so that its backward uses the input its forward saw.  A backward with no recorded graph
+    A top gets the output tensor as its memory (no copy) unless a user holds a view of that memory; then the
+    output is copied into it, and an in-place layer (a top that is its bottom) would overwrite its input:
+    what its graph saves of that input is kept aside first, so that its backward uses the input its forward
+    saw.  A backward with no recorded graph
     (no forward since the last backward, or none at all) or whose graph saw data that has since been changed
     in place (a later in-place layer on a shared blob, a solver update) differentiates ``compute`` again at
     the blobs' current data, as Caffe's backward reads the blobs as they are.
@@ -223,7 +227,9 @@ class TorchLayer(Layer):
         need_b = getattr(self, "bottom_need_backward", None) or [True] * len(xs)
         xs = [x.detach().requires_grad_(bool(n) and x.is_floating_point()) for x, n in zip(xs, need_b)]
         ps = [p.detach().requires_grad_(bool(need)) for p, need in zip(ps, self.param_propagate_down)]
-        overwritten = {t.data_t.untyped_storage().data_ptr() for t in top if any(t is b for b in bottom)}
+        # an in-place top whose memory a user holds is written into: what the graph saves of it is copied
+        overwritten = {t.data_t.untyped_storage().data_ptr() for t in top
+                       if t._data.exposed and any(t is b for b in bottom)}
         if overwritten:
             def pack(t):
                 if t.untyped_storage().data_ptr() in overwritten:
