@@ -34,8 +34,20 @@ def make_net(param_text=NET):
     return caffe.Net(p, caffe.TRAIN)
 
 
-@pytest.fixture(params=["cpu", "mirrored"])
+@pytest.fixture(params=["cpu", "mirrored", "cuda"])
 def mirror(request, monkeypatch):
+    """Where the blobs live: the CPU, the CPU with the device path's host mirror, or a real CUDA device."""
+    import torch
+
+    if request.param == "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA device")
+        caffe.set_mode_gpu()
+        try:
+            yield True
+        finally:
+            caffe.set_mode_cpu()
+        return
     monkeypatch.setattr(blob_mod, "MIRROR_CPU", request.param == "mirrored")
     yield request.param == "mirrored"
 

@@ -534,8 +534,8 @@ class Net:
         for j, w in enumerate(layer.top_loss_weights):
             if w and self._blob_names[self.top_ids[lid][j]] not in keep:
                 top[j].diff_t.fill_(w)
-        if not self._forwarded[lid] and not isinstance(layer, TorchLayer):
-            self._prime(lid)
+        if not self._forwarded[lid] and not isinstance(layer, TorchLayer) and layer.type != "Python":
+            self._prime(lid)  # a Python layer's backward reads the blobs as they are, as in BVLC
         layer.backward(top, self.bottom_need_backward[lid], bottom)
 
     def _prime(self, lid: int) -> None:
