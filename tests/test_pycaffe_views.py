@@ -148,3 +148,40 @@ def test_in_place_layer_keeps_one_blob_with_the_last_writers_data(mirror):
     net.forward()
     w1, b1 = (b.data for b in net.params["ip"])
     np.testing.assert_allclose(ip, np.maximum(net.blobs["data"].data @ w1.T + b1, 0), rtol=1e-5, atol=1e-6)
+
+
+CONV_NET = """
+name: "copies"
+force_backward: true
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
+layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "target" type: "Input" top: "target" input_param { shape { dim: 2 dim: 4 dim: 3 dim: 3 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "pool" bottom: "target" top: "loss" }
+"""
+
+
+def test_layers_outputs_are_not_copied_unless_a_view_is_held(monkeypatch):
+    """A layer's output becomes its top's memory as it is: a training pass makes no full copy into blobs;
+    holding a view of a blob makes exactly the writes into that blob copies."""
+    net = make_net(CONV_NET)
+    copies = []
+    real = blob_mod._copy_into
+    monkeypatch.setattr(blob_mod, "_copy_into", lambda dst, src: copies.append(tuple(dst.shape)) or real(dst, src))
+    net.blobs["data"].data[...] = np.random.RandomState(0).randn(2, 3, 8, 8)  # held: the input
+    for _ in range(2):  # what the solver runs
+        net.forward_backward()
+        net.clear_param_diffs()
+        net.update()
+    assert copies == []
+    held = net.blobs["conv"].data  # a user now holds the in-place chain's memory
+    copies.clear()
+    net.forward_backward()
+    # conv, bn, scale and relu each write its data once (held memory is written into); nothing else
+    assert copies == [(2, 4, 6, 6)] * 4
+    np.testing.assert_array_equal(held, net.blobs["conv"].data)
+    assert (held >= 0).all()  # relu's output: the last writer's data

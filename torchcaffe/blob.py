@@ -54,6 +54,12 @@ def _download(dst: np.ndarray, src: torch.Tensor) -> None:
     torch.from_numpy(dst).copy_(src.detach())
 
 
+def _copy_into(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """A full copy of an array into a blob's memory (one function, so that tests can count them)."""
+    with torch.no_grad():
+        return dst.copy_(src)
+
+
 def _upload(dst: torch.Tensor, src: np.ndarray) -> None:
     """Host -> device copy."""
     with torch.no_grad():
@@ -127,8 +133,7 @@ class _Synced:
             return  # the caller wrote into the blob's own memory
         t = t.detach()
         if self.exposed:
-            with torch.no_grad():
-                dst.copy_(t)
+            _copy_into(dst, t)
             if self.head == HEAD_AT_CPU:
                 self.head = HEAD_AT_GPU
             return
@@ -136,7 +141,7 @@ class _Synced:
                 and _owner(t) is None:
             self._adopt(t, owned=False)
         else:  # a view, another blob's memory, another type or device: a copy of our own
-            self._adopt(torch.empty_like(dst, memory_format=torch.contiguous_format).copy_(t), owned=True)
+            self._adopt(_copy_into(torch.empty_like(dst, memory_format=torch.contiguous_format), t), owned=True)
 
     def zero(self) -> None:
         if self.exposed:
@@ -156,7 +161,7 @@ class _Synced:
                 # from now on the user holds this memory and every write goes into it: it must be the
                 # blob's alone (an adopted layer output may also be saved by that layer's autograd graph)
                 if not self.owned:
-                    t = t.clone()
+                    t = _copy_into(torch.empty_like(t, memory_format=torch.contiguous_format), t)
                     self._adopt(t, owned=True)
                 self.exposed = True
             return t.numpy()
