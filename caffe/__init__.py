@@ -9,7 +9,7 @@ import torchcaffe as _tc
 from torchcaffe import *  # noqa: F401,F403
 from torchcaffe import __version__  # noqa: F401
 
-from . import proto  # noqa: F401,E402
+from . import proto, pycaffe  # noqa: F401,E402
 
 
 def __getattr__(name):

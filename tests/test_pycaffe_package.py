@@ -225,3 +225,32 @@ def test_python_layer_blob_vectors_index_but_do_not_iterate(tmp_path, monkeypatc
     net = caffe.Net(p, caffe.TEST)
     with pytest.raises(TypeError, match=r"index it instead: bottom\[i\]"):
         net.forward()
+
+
+def test_the_names_of_bvlcs_final_pycaffe():
+    """Every public name of BVLC Caffe 1.0's ``caffe`` module, Net and SGDSolver (listed from a BVLC build)."""
+    import caffe
+
+    module = ['AdaDeltaSolver', 'AdaGradSolver', 'AdamSolver', 'Classifier', 'Detector', 'Layer', 'NCCL',
+              'NesterovSolver', 'Net', 'NetSpec', 'RMSPropSolver', 'SGDSolver', 'TEST', 'TRAIN', 'Timer',
+              'get_solver', 'has_nccl', 'init_log', 'io', 'layer_type_list', 'layers', 'log', 'params', 'proto',
+              'pycaffe', 'set_device', 'set_mode_cpu', 'set_mode_gpu', 'set_multiprocess', 'set_random_seed',
+              'set_solver_count', 'set_solver_rank', 'solver_count', 'solver_rank', 'to_proto', 'net_spec']
+    have = set(dir(caffe))
+    assert [n for n in module if n not in have] in ([], ['Classifier', 'Detector', 'Timer'])
+    net = make_net(1)
+    for n in ['_backward', '_batch', '_blob_loss_weights', '_blob_names', '_blobs', '_bottom_ids', '_forward',
+              '_inputs', '_layer_names', '_outputs', '_top_ids', 'after_backward', 'after_forward', 'backward',
+              'before_backward', 'before_forward', 'blob_loss_weights', 'blobs', 'bottom_names',
+              'clear_param_diffs', 'copy_from', 'forward', 'forward_all', 'forward_backward_all', 'inputs',
+              'layer_dict', 'layers', 'load_hdf5', 'outputs', 'params', 'reshape', 'save', 'save_hdf5',
+              'share_with', 'top_names']:
+        assert hasattr(net, n), n
+    for n in ['add_callback', 'apply_update', 'lr', 'restore', 'share_weights', 'snapshot', 'solve', 'step']:
+        assert hasattr(caffe.SGDSolver, n), n
+    assert net._inputs == [0] and net._top_ids(1) == [1] and net._bottom_ids(1) == [0]
+    assert net._forward(0, len(net.layers) - 1) == 0.0
+    assert list(net.blob_loss_weights) == net.blob_names
+    nccl = caffe.NCCL(None, "")
+    net.after_backward(nccl)
+    net._backward(len(net.layers) - 1, 0)

@@ -12,7 +12,7 @@ from . import proto  # noqa: F401
 from .mode import (TRAIN, TEST, set_mode_cpu, set_mode_gpu, set_device, set_random_seed,  # noqa: F401
                    get_device, init_log)
 from .common import (solver_count, solver_rank, set_solver_count, set_solver_rank,  # noqa: F401
-                     set_multiprocess, has_nccl)
+                     set_multiprocess, has_nccl, NCCL)
 
 __version__ = "0.1.0"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["solver_rank", "solver_count", "set_solver_rank", "set_solver_count", "set_multiprocess",
-           "multiprocess", "has_nccl"]
+           "multiprocess", "has_nccl", "NCCL"]
 
 _state = {"rank": None, "count": None, "multiprocess": False}
 
@@ -61,3 +61,21 @@ def has_nccl() -> bool:
     """pycaffe's has_nccl: torchcaffe has no NCCL solver object (data-parallel training uses
     torch.distributed, see torchcaffe.parallel), so False."""
     return False
+
+
+class NCCL:
+    """pycaffe's ``caffe.NCCL`` as BVLC builds it without NCCL (``has_nccl()`` is False): it can be made
+    and passed to ``solver.add_callback`` or ``net.after_backward``, where it does nothing.  torchcaffe
+    trains data-parallel through torch.distributed instead (``caffe train -gpu 0,1``, torchcaffe.parallel)."""
+
+    def __init__(self, solver=None, uid: str = ""):
+        self.solver, self.uid = solver, uid
+
+    def on_start(self) -> None:
+        pass
+
+    def on_gradients_ready(self) -> None:
+        pass
+
+    def __call__(self, layer_index: int) -> None:
+        pass

@@ -584,6 +584,33 @@ class Net:
             for fn in self._hooks["after_backward"]:
                 fn(lid)
 
+    # pycaffe's low-level entry points (_caffe.Net): layer indices and index lists
+    def _forward(self, start: int, end: int) -> float:
+        with _host_arrays_live():
+            return self.forward_from_to(int(start), int(end))
+
+    def _backward(self, start: int, end: int) -> None:
+        with _host_arrays_live():
+            self.backward_from_to(int(start), int(end))
+
+    @property
+    def _blobs(self) -> List[Blob]:
+        return list(self._blob_list)
+
+    @property
+    def _inputs(self) -> List[int]:
+        return list(self._input_ids)
+
+    @property
+    def _outputs(self) -> List[int]:
+        return list(self._output_ids)
+
+    def _bottom_ids(self, layer_index: int) -> List[int]:
+        return list(self.bottom_ids[layer_index])
+
+    def _top_ids(self, layer_index: int) -> List[int]:
+        return list(self.top_ids[layer_index])
+
     # Caffe's Net callbacks (pycaffe's net.before_forward(fn) ...): fn(layer_index) around each layer.
     def before_forward(self, fn) -> None:
         self._hooks["before_forward"].append(fn)
