@@ -279,7 +279,9 @@ class Blob:
             if s.tensor_.shape == shape:
                 continue  # shared with a blob already reshaped (Split tops share their bottom's data)
             if s.tensor_.numel() == n:
+                owned = s.owned
                 s.set_tensor(s.tensor().reshape(shape))
+                s.owned = owned  # still the same memory
             else:
                 s.set_tensor(torch.zeros(shape, dtype=self.dtype, device=self.device))
 
