@@ -19,7 +19,8 @@ layer's device, and optionally ``label`` ``(batch_size,)`` holding ``Datum.label
 order and the database wraps around at its end.  As in Caffe, each batch is shaped by its first record, so
 databases of varying image sizes work with a crop.
 
-Multi-GPU: when ``torch.distributed`` is initialised and the phase is TRAIN, rank ``r`` of ``W`` keeps the
+Multi-GPU: with ``W`` solvers (:mod:`torchcaffe.common`: ``set_solver_count`` / ``set_solver_rank``, else an
+initialised ``torch.distributed``) and in phase TRAIN, rank ``r`` of ``W`` keeps the
 records whose running index (counting every record read, across wrap-arounds) is ``r`` modulo ``W`` --
 Caffe 1.0's ``DataLayer::Skip``; in phase TEST every rank reads every record, as in Caffe.
 
