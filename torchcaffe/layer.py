@@ -207,10 +207,12 @@ class TorchLayer(Layer):
     A top gets the output tensor as its memory (no copy) unless a user holds a view of that memory; then the
     output is copied into it, and an in-place layer (a top that is its bottom) would overwrite its input:
     what its graph saves of that input is kept aside first, so that its backward uses the input its forward
-    saw.  A backward with no recorded graph
-    (no forward since the last backward, or none at all) or whose graph saw data that has since been changed
-    in place (a later in-place layer on a shared blob, a solver update) differentiates ``compute`` again at
-    the blobs' current data, as Caffe's backward reads the blobs as they are.
+    saw.
+
+    A backward with no recorded graph (no forward since the last backward, or none at all) or whose graph
+    saw data that has since been changed in place (a later in-place layer on a shared blob, a solver update)
+    differentiates ``compute`` again at the blobs' current data, as Caffe's backward reads the blobs as they
+    are.
     """
 
     need_backward = True
