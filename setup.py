@@ -1,11 +1,14 @@
 """Packaging for the Colorful Image Colorization reproduction toolkit.
 
-Installs three Python packages:
+Installs these Python packages:
 
 * ``torchcaffe`` -- a Caffe-compatible runtime on PyTorch (``import torchcaffe as caffe``),
   with the console command ``caffe``;
+* ``caffe`` -- pycaffe's name for torchcaffe, so that pycaffe scripts run unchanged (a real BVLC pycaffe
+  earlier on ``PYTHONPATH`` still comes first);
 * ``cic`` -- the colorization method (colour conversion, bins, encoding, rebalancing, metrics);
-* ``layers`` -- the Caffe Python layers that the prototxt files name (``colorization_layers``).
+* ``layers`` -- the Caffe Python layers that the prototxt files name (``colorization_layers``);
+* ``colorization`` -- the application.
 """
 from setuptools import setup
 
@@ -16,7 +19,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["torchcaffe", "torchcaffe.proto", "torchcaffe.builtin", "cic", "layers", "colorization"],
+    packages=["torchcaffe", "torchcaffe.proto", "torchcaffe.builtin", "caffe", "caffe.proto", "cic", "layers", "colorization"],
     package_data={"torchcaffe.proto": ["caffe.proto"]},
     install_requires=[
         "torch>=2.1",

@@ -2,6 +2,7 @@
 one-bottom Concat and one-top Slice.  Their values against BVLC are in tests/bvlc_golden (shared_memory_views,
 reshape_flatten_noforce); here the sharing itself and its life across reshapes."""
 import numpy as np
+import pytest
 import torch
 
 import torchcaffe as caffe
@@ -57,3 +58,52 @@ def test_reshape_and_flatten_follow_a_new_batch_size(tmp_path):
         net.backward(f=g)
         assert not net.blobs["x"].diff.any()
         np.testing.assert_array_equal(net.blobs["r"].diff, g.reshape(n, 12))
+
+
+@pytest.mark.parametrize("where", ["cpu", "mirrored", "cuda"])
+def test_held_arrays_of_a_shared_view_stay_live(tmp_path, monkeypatch, where):
+    """pycaffe arrays held before forward, of a Reshape top and of its bottom, follow each forward and backward
+    (on the CPU they are one memory; with a host mirror, as on a GPU, both are kept in step); values against
+    numpy."""
+    from torchcaffe import blob as blob_mod
+
+    if where == "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA device")
+        caffe.set_mode_gpu()
+    monkeypatch.setattr(blob_mod, "MIRROR_CPU", where == "mirrored")
+    p = tmp_path / "net.prototxt"
+    p.write_text('force_backward: true\n'
+                 'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 4 } } }\n'
+                 'layer { name: "t" type: "TanH" bottom: "x" top: "t" }\n'
+                 'layer { name: "r" type: "Reshape" bottom: "t" top: "r" reshape_param { shape { dim: 0 dim: -1 } } }\n'
+                 'layer { name: "ip" type: "InnerProduct" bottom: "r" top: "ip" inner_product_param { num_output: 5 '
+                 'bias_term: false weight_filler { type: "gaussian" std: 1 } } }\n')
+    try:
+        net = caffe.Net(str(p), caffe.TRAIN)
+        held = {k: (net.blobs[k].data, net.blobs[k].diff) for k in ("x", "t", "r")}
+        w = net.params["ip"][0].data.copy()
+        for seed in (1, 2):
+            x = np.random.RandomState(seed).randn(2, 3, 4).astype(np.float32)
+            held["x"][0][...] = x
+            net.forward()
+            t = np.tanh(x)
+            np.testing.assert_allclose(held["t"][0], t, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(held["r"][0], t.reshape(2, 12), rtol=1e-6, atol=1e-6)
+            g = np.random.RandomState(10 + seed).randn(2, 5).astype(np.float32)
+            net.backward(ip=g)
+            dr = g @ w
+            np.testing.assert_allclose(held["r"][1], dr, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(held["t"][1], dr.reshape(2, 3, 4), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(held["x"][1], dr.reshape(2, 3, 4) * (1 - t * t), rtol=1e-5, atol=1e-5)
+            if where == "cpu":
+                assert np.shares_memory(held["r"][0], held["t"][0])
+                assert np.shares_memory(held["r"][1], held["t"][1])
+        held["r"][0][...] = 0.5  # a write through the top is the bottom's
+        np.testing.assert_array_equal(net.blobs["t"].read_data(), 0.5)
+        net.blobs["r"].data = 0.25
+        np.testing.assert_array_equal(held["t"][0], 0.25)
+        np.testing.assert_array_equal(net.blobs["t"].data_t.cpu().numpy(), 0.25)
+    finally:
+        if where == "cuda":
+            caffe.set_mode_cpu()

@@ -245,6 +245,25 @@ def test_python_layer_exception_names_the_layer(tmp_path, monkeypatch):
         net.forward()
 
 
+def test_python_layer_exception_keeps_its_type(tmp_path, monkeypatch):
+    """BVLC's pycaffe passes a Python layer's exception on to the caller (its test_python_layer expects
+    caffe.Net to raise the RuntimeError the layer's setup raised); ours is that type and a NetError naming
+    the layer."""
+    (tmp_path / "badsetup.py").write_text(textwrap.dedent("""
+        import torchcaffe as caffe
+
+        class Bad(caffe.Layer):
+            def setup(self, bottom, top):
+                raise RuntimeError("no setup")
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = NET + 'layer { name: "oops" type: "Python" bottom: "y" top: "z" python_param { module: "badsetup" layer: "Bad" } }'
+    with pytest.raises(RuntimeError, match=r"layer 'oops' \(type Python\): badsetup\.Bad\.setup raised "
+                                           r"RuntimeError: no setup$") as info:
+        _net(text)
+    assert isinstance(info.value, NetError)
+
+
 # ---- 7. prototxt comments that are not UTF-8 -----------------------------------------------------------
 
 def test_prototxt_with_latin1_or_gbk_comments_parses(tmp_path):

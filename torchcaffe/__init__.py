@@ -11,6 +11,8 @@ from .proto import caffe_pb2  # noqa: F401
 from . import proto  # noqa: F401
 from .mode import (TRAIN, TEST, set_mode_cpu, set_mode_gpu, set_device, set_random_seed,  # noqa: F401
                    get_device, init_log)
+from .common import (solver_count, solver_rank, set_solver_count, set_solver_rank,  # noqa: F401
+                     set_multiprocess, has_nccl, NCCL)
 
 __version__ = "0.1.0"
 
@@ -20,6 +22,16 @@ _LAZY = {
     "Blob": (".blob", "Blob"),
     "Layer": (".python_layer", "Layer"),
     "layer_types": (".layer", "layer_types"),
+    "layer_type_list": (".layer", "layer_types"),
+    "log": (".mode", "log"),
+    "draw": (".draw", None),
+    "coord_map": (".coord_map", None),
+    "classifier": (".classifier", None),
+    "detector": (".detector", None),
+    "net_spec": (".net_spec", None),
+    "Classifier": (".classifier", "Classifier"),
+    "Detector": (".detector", "Detector"),
+    "Timer": (".timer", "Timer"),
     "io": (".io", None),
     "NetSpec": (".net_spec", "NetSpec"),
     "layers": (".net_spec", "layers"),

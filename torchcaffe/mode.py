@@ -118,3 +118,10 @@ def init_log(level: int = 0) -> None:
     from . import glog
 
     glog.init(level)
+
+
+def log(message: str) -> None:
+    """pycaffe's ``caffe.log``: one INFO line in glog's format."""
+    from . import glog
+
+    glog.info(str(message))

@@ -22,10 +22,29 @@ import torch
 
 from . import glog, mode
 from .blob import Blob
-from .layer import Layer, LayerError, create_layer
+from .blob import sync_exposed_after, sync_exposed_before, _EXPOSED
+from .layer import Layer, LayerError, TorchLayer, create_layer, typed_error
 from .proto import caffe_pb2
 
 __all__ = ["Net", "NetError", "filter_net", "insert_splits", "state_meets_rule"]
+
+
+class _host_arrays_live:
+    """Around a net operation: host arrays a user holds (of blobs on a GPU) are what the net reads, and
+    show what it computed (on the CPU they are the blobs' memory: nothing to do)."""
+
+    __slots__ = ("active",)
+
+    def __enter__(self):
+        self.active = bool(_EXPOSED)
+        if self.active:
+            sync_exposed_before()
+        return self
+
+    def __exit__(self, *exc):
+        if self.active or _EXPOSED:
+            sync_exposed_after()
+        return False
 
 
 class NetError(ValueError):
@@ -236,7 +255,7 @@ class Net:
             try:
                 layer = create_layer(lp, lp.phase, self.device)
             except LayerError as e:
-                raise NetError(str(e)) from None
+                raise typed_error(NetError, str(e), getattr(e, "user_type", None)) from None
             self.layers.append(layer)
             self._layer_names.append(lp.name)
             need_backward = False
@@ -290,7 +309,7 @@ class Net:
             try:
                 layer.setup(bottom, top)
             except LayerError as e:
-                raise NetError(str(e)) from None
+                raise typed_error(NetError, str(e), getattr(e, "user_type", None)) from None
             self._set_loss_weights(layer_id, lp, layer, t_ids)
             if log:
                 for j, t in enumerate(top):
@@ -328,6 +347,10 @@ class Net:
                 glog.info(f"This network produces output {self._blob_names[i]}", src="net.cpp:242")
             glog.info("Network initialization done.", src="net.cpp:255")
         self.blobs = OrderedDict((n, b) for n, b in zip(self._blob_names, self._blob_list))
+        self._forwarded = [False] * len(self.layers)
+        # pycaffe's net.blob_loss_weights: every blob, in order, with its loss weight (0 for most)
+        self.blob_loss_weights = OrderedDict((n, self.blob_loss_weights.get(n, 0.0)) for n in self._blob_names)
+        self._hooks = {"before_forward": [], "after_forward": [], "before_backward": [], "after_backward": []}
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
 
     def _set_loss_weights(self, layer_id, lp, layer, t_ids) -> None:
@@ -501,6 +524,7 @@ class Net:
         bottom, top = self._io(lid)
         layer.reshape(bottom, top)
         layer.forward(bottom, top)
+        self._forwarded[lid] = True
         if as_tensor:
             loss = None
             for j, w in enumerate(layer.top_loss_weights):
@@ -519,39 +543,122 @@ class Net:
         bottom, top = self._io(lid)
         for j, w in enumerate(layer.top_loss_weights):
             if w and self._blob_names[self.top_ids[lid][j]] not in keep:
-                top[j].diff_t = torch.full_like(top[j].data_t, w)
+                top[j].diff_t.fill_(w)
+        if not self._forwarded[lid] and not isinstance(layer, TorchLayer) and layer.type != "Python":
+            self._prime(lid)  # a Python layer's backward reads the blobs as they are, as in BVLC
         layer.backward(top, self.bottom_need_backward[lid], bottom)
 
+    def _prime(self, lid: int) -> None:
+        """Before the backward of a layer that never ran forward (Caffe would read its buffers as they are):
+        run its forward once into scratch tops, so that it has what its backward reads; the blobs and the
+        layer's parameters are left as they were."""
+        layer = self.layers[lid]
+        bottom, top = self._io(lid)
+        scratch = [Blob(t.shape, device=t.device, dtype=t.dtype) for t in top]
+        for s, t in zip(scratch, top):
+            s.share_diff(t)
+        saved = [(p.data_t, p.data_t._version, p.data_t.clone()) for p in layer.blobs]
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            with torch.no_grad():
+                for s, t in zip(scratch, top):
+                    s.data_t = t.data_t
+                layer.forward(bottom, scratch)
+        with torch.no_grad():
+            for t, version, value in saved:
+                if t._version != version:
+                    t.copy_(value)
+        self._forwarded[lid] = True
+
     def forward_from_to(self, start: int = 0, end: Optional[int] = None) -> float:
-        """Run layers start..end (inclusive); returns the weighted loss of the layers run."""
+        """Run layers start..end (inclusive), with the before/after_forward hooks; returns the weighted loss
+        of the layers run."""
         end = len(self.layers) - 1 if end is None else end
-        return sum(self._forward_layer(lid) for lid in range(start, end + 1))
+        loss = 0.0
+        for lid in range(start, end + 1):
+            for fn in self._hooks["before_forward"]:
+                fn(lid)
+            loss += self._forward_layer(lid)
+            for fn in self._hooks["after_forward"]:
+                fn(lid)
+        return loss
 
     def backward_from_to(self, start: Optional[int] = None, end: int = 0, keep_diffs: Iterable[str] = ()) -> None:
-        """Run backward of layers start down to end (inclusive), for those that need it."""
+        """Run backward of layers start down to end (inclusive), for those that need it, with the
+        before/after_backward hooks (called for every layer of the range, as Caffe does)."""
         start = len(self.layers) - 1 if start is None else start
         keep = set(keep_diffs)
         for lid in range(start, end - 1, -1):
+            for fn in self._hooks["before_backward"]:
+                fn(lid)
             self._backward_layer(lid, keep)
+            for fn in self._hooks["after_backward"]:
+                fn(lid)
+
+    # pycaffe's low-level entry points (_caffe.Net): layer indices and index lists
+    def _forward(self, start: int, end: int) -> float:
+        with _host_arrays_live():
+            return self.forward_from_to(int(start), int(end))
+
+    def _backward(self, start: int, end: int) -> None:
+        with _host_arrays_live():
+            self.backward_from_to(int(start), int(end))
+
+    @property
+    def _blobs(self) -> List[Blob]:
+        return list(self._blob_list)
+
+    @property
+    def _inputs(self) -> List[int]:
+        return list(self._input_ids)
+
+    @property
+    def _outputs(self) -> List[int]:
+        return list(self._output_ids)
+
+    def _bottom_ids(self, layer_index: int) -> List[int]:
+        return list(self.bottom_ids[layer_index])
+
+    def _top_ids(self, layer_index: int) -> List[int]:
+        return list(self.top_ids[layer_index])
+
+    # Caffe's Net callbacks (pycaffe's net.before_forward(fn) ...): fn(layer_index) around each layer.
+    def before_forward(self, fn) -> None:
+        self._hooks["before_forward"].append(fn)
+
+    def after_forward(self, fn) -> None:
+        self._hooks["after_forward"].append(fn)
+
+    def before_backward(self, fn) -> None:
+        self._hooks["before_backward"].append(fn)
+
+    def after_backward(self, fn) -> None:
+        self._hooks["after_backward"].append(fn)
 
     def forward_loss(self) -> float:
         """Caffe's Net::Forward(&loss): run every layer, return the total weighted loss."""
-        return self.forward_from_to(0, len(self.layers) - 1)
+        with _host_arrays_live():
+            return self.forward_from_to(0, len(self.layers) - 1)
 
     def forward_backward(self) -> float:
-        loss = self.forward_loss()
-        self.backward_from_to()
+        with _host_arrays_live():
+            loss = self.forward_from_to(0, len(self.layers) - 1)
+            self.backward_from_to()
         return loss
 
     def forward_backward_tensor(self) -> torch.Tensor:
         """``forward_backward`` for the solver's hot loop: the total weighted loss as a float32 0-d tensor on the
         net's device, summed in float32 as Caffe's Net::ForwardFromTo does; nothing is read back to the host."""
         loss = None
-        for lid in range(len(self.layers)):
-            one = self._forward_layer(lid, as_tensor=True)
-            if one is not None:
-                loss = one if loss is None else loss + one
-        self.backward_from_to()
+        with _host_arrays_live():
+            for lid in range(len(self.layers)):
+                for fn in self._hooks["before_forward"]:
+                    fn(lid)
+                one = self._forward_layer(lid, as_tensor=True)
+                for fn in self._hooks["after_forward"]:
+                    fn(lid)
+                if one is not None:
+                    loss = one if loss is None else loss + one
+            self.backward_from_to()
         return loss if loss is not None else torch.zeros((), dtype=torch.float32, device=self.device)
 
     def forward(self, blobs: Optional[Iterable[str]] = None, start: Optional[str] = None,
@@ -571,24 +678,31 @@ class Net:
                 t = value.detach().to(device=blob.data_t.device, dtype=blob.data_t.dtype)
                 blob.data_t = t.expand(blob.shape).clone()
             else:
-                blob.data[...] = value
+                blob.data = value
         s = self._layer_index(start, 0)
         e = self._layer_index(end, len(self.layers) - 1)
-        self.forward_from_to(s, e)
+        with _host_arrays_live():
+            self.forward_from_to(s, e)
         outs = set(self.outputs) if end is None else set(self.top_names[self._layer_names[e]])
         outs |= set(blobs or ())
         return {n: self.blobs[n].data for n in outs}
 
     def backward(self, diffs: Optional[Iterable[str]] = None, start: Optional[str] = None,
                  end: Optional[str] = None, **kwargs) -> Dict[str, np.ndarray]:
-        """pycaffe's Net.backward: set output diffs from kwargs, run backward, return the input diffs."""
+        """pycaffe's Net.backward: set output diffs from kwargs, run backward from the blobs' current data
+        and diffs (a forward before it is not required, as in Caffe), return the input diffs."""
         for name, value in kwargs.items():
             if name not in self.outputs:
                 raise NetError(f"backward(): '{name}' is not an output blob of net '{self.name}'")
-            self.blobs[name].diff[...] = np.asarray(value)
+            value = np.asarray(value)
+            if value.shape[0] != self.blobs[name].shape[0]:
+                raise NetError(f"backward(): diff '{name}' has batch size {value.shape[0]}, the net expects "
+                               f"{self.blobs[name].shape[0]}")
+            self.blobs[name].diff = value
         s = self._layer_index(start, len(self.layers) - 1)
         e = self._layer_index(end, 0)
-        self.backward_from_to(s, e, keep_diffs=kwargs)
+        with _host_arrays_live():
+            self.backward_from_to(s, e, keep_diffs=kwargs)
         outs = set(self.inputs) if end is None else set(self.bottom_names[self._layer_names[e]])
         outs |= set(diffs or ())
         return {n: self.blobs[n].diff for n in outs}
@@ -634,15 +748,69 @@ class Net:
             raise RuntimeError("first dimensions of input arrays must be a multiple of batch size")
         md.reset(data, labels, data.shape[0])
 
+    def _batch(self, arrays: Dict[str, np.ndarray]):
+        """pycaffe's Net._batch: split arrays into the net's batch size, the last batch padded with zeros."""
+        num = len(next(iter(arrays.values())))
+        batch_size = next(iter(self.blobs.values())).shape[0]
+        for i in range(0, num - num % batch_size, batch_size):
+            yield {n: a[i:i + batch_size] for n, a in arrays.items()}
+        rem = num % batch_size
+        if rem:
+            yield {n: np.concatenate([np.asarray(a)[-rem:],
+                                      np.zeros((batch_size - rem,) + np.asarray(a).shape[1:])])
+                   for n, a in arrays.items()}
+
+    def forward_all(self, blobs: Optional[List[str]] = None, **kwargs) -> Dict[str, np.ndarray]:
+        """pycaffe's Net.forward_all: run the inputs in kwargs through the net batch by batch; returns
+        {blob name: array over all inputs} for the outputs and ``blobs``."""
+        outs: Dict[str, list] = {n: [] for n in set(self.outputs + list(blobs or []))}
+        for batch in (self._batch(kwargs) if kwargs else [{}]):
+            for n, a in self.forward(blobs=blobs, **batch).items():
+                outs[n].extend(a.copy())
+        res = {n: np.asarray(v) for n, v in outs.items()}
+        if kwargs:
+            pad = len(next(iter(res.values()))) - len(next(iter(kwargs.values())))
+            if pad:
+                res = {n: v[:-pad] for n, v in res.items()}
+        return res
+
+    def forward_backward_all(self, blobs: Optional[List[str]] = None, diffs: Optional[List[str]] = None,
+                             **kwargs):
+        """pycaffe's Net.forward_backward_all: forward and backward batch by batch; kwargs hold inputs (for
+        forward) and output diffs (for backward).  Returns ({blob: data}, {blob: diff}) over all inputs."""
+        from itertools import zip_longest
+
+        all_outs: Dict[str, list] = {n: [] for n in set(self.outputs + list(blobs or []))}
+        all_diffs: Dict[str, list] = {n: [] for n in set(self.inputs + list(diffs or []))}
+        fwd = self._batch({n: kwargs[n] for n in self.inputs if n in kwargs}) \
+            if any(n in kwargs for n in self.inputs) else iter(())
+        bwd = self._batch({n: kwargs[n] for n in self.outputs if n in kwargs}) \
+            if any(n in kwargs for n in self.outputs) else iter(())
+        for fb, bb in zip_longest(fwd, bwd, fillvalue={}):
+            for n, a in self.forward(blobs=blobs, **fb).items():
+                all_outs[n].extend(a.copy())
+            for n, a in self.backward(diffs=diffs, **bb).items():
+                all_diffs[n].extend(a.copy())
+        outs = {n: np.asarray(v) for n, v in all_outs.items()}
+        dfs = {n: np.asarray(v) for n, v in all_diffs.items()}
+        if kwargs:
+            pad = len(next(iter(outs.values()))) - len(next(iter(kwargs.values())))
+            if pad:
+                outs = {n: v[:-pad] for n, v in outs.items()}
+                dfs = {n: v[:-pad] for n, v in dfs.items()}
+        return outs, dfs
+
     # -- parameters -----------------------------------------------------------------------------------------
     def clear_param_diffs(self) -> None:
-        for p in self.learnable_params:
-            p.zero_diff()
+        with _host_arrays_live():
+            for p in self.learnable_params:
+                p.zero_diff()
 
     def update(self) -> None:
-        """Caffe's Net::Update: data -= diff for every learnable parameter."""
-        for p in self.learnable_params:
-            p.data_t = p.data_t - p.diff_t
+        """Caffe's Net::Update: data -= diff for every learnable parameter (in place)."""
+        with _host_arrays_live(), torch.no_grad():
+            for p in self.learnable_params:
+                p.data_t.sub_(p.diff_t)
 
     # -- weights I/O --------------------------------------------------------------------------------------
     def _copy_layer_blobs(self, layer_name: str, layer: Layer, protos, source: str, hdf5: bool = False) -> None:
@@ -768,9 +936,22 @@ class Net:
         write_binaryproto(self.to_proto(), str(filename))
 
     def save_hdf5(self, filename: str, write_diff: bool = False) -> None:
+        """Write the weights (and with ``write_diff`` their diffs) as Caffe's HDF5 weights file
+        (Net::ToHDF5: ``data/<layer>/<i>``, ``diff/<layer>/<i>``)."""
         from .protoio import write_net_hdf5
 
         write_net_hdf5(self.to_proto(write_diff=write_diff), str(filename), diff=write_diff)
+
+    def load_hdf5(self, filename: str) -> List[str]:
+        """pycaffe's Net.load_hdf5: copy weights from an HDF5 weights file (Caffe's
+        CopyTrainedLayersFromHDF5); returns the names of the layers copied."""
+        from .protoio import is_hdf5_weights
+
+        filename = str(filename)
+        if not is_hdf5_weights(filename):
+            raise NetError(f"{filename}: not an HDF5 weights file (load_hdf5 reads Caffe's HDF5 weights; "
+                           f"use copy_from for a .caffemodel)")
+        return self.copy_from(filename)
 
     # -- state for exact resumption -----------------------------------------------------------------------
     def state(self) -> dict:

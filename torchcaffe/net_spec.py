@@ -112,9 +112,9 @@ class Function:
 
     def __init__(self, type_name: str, inputs, params: dict):
         self.type_name = type_name
-        for inp in inputs:
-            if not isinstance(inp, Top):
-                raise TypeError(f"layers.{type_name}: bottoms must be tops of other layers, got {inp!r}")
+        for i, inp in enumerate(inputs):
+            if not isinstance(inp, Top):  # BVLC's message (its test_net_spec checks it)
+                raise TypeError(f"{type_name} input {i} is not a Top (type is {type(inp)})")
         self.inputs = tuple(inputs)
         params = dict(params)
         self.ntop = params.pop("ntop", 1)

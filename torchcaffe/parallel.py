@@ -49,6 +49,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import glog
+from .common import solver_count, solver_rank
 
 __all__ = ["solver_rank", "solver_count", "is_root", "is_initialized", "launched_by_torchrun", "init",
            "shutdown", "broadcast_int", "any_rank", "broadcast_params", "gather_objects", "GradientAverager",
@@ -62,16 +63,6 @@ __all__ = ["solver_rank", "solver_count", "is_root", "is_initialized", "launched
 
 def is_initialized() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def solver_rank() -> int:
-    """This process's rank in data-parallel training; 0 when not distributed."""
-    return torch.distributed.get_rank() if is_initialized() else 0
-
-
-def solver_count() -> int:
-    """The number of data-parallel ranks; 1 when not distributed."""
-    return torch.distributed.get_world_size() if is_initialized() else 1
 
 
 def is_root() -> bool:

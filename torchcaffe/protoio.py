@@ -341,7 +341,10 @@ def blob_to_proto(blob, write_diff: bool = False) -> "caffe_pb2.BlobProto":
     ``blob`` is a :class:`~torchcaffe.blob.Blob` (anything with ``.data``/``.diff`` numpy arrays) or an
     array (then ``write_diff`` must be False).
     """
-    if hasattr(blob, "data") and not isinstance(blob, np.ndarray):
+    if hasattr(blob, "read_data"):  # a Blob: read without marking the host copy as written (no re-upload)
+        data = blob.read_data()
+        diff = blob.read_diff() if write_diff else None
+    elif hasattr(blob, "data") and not isinstance(blob, np.ndarray):
         data = np.asarray(blob.data)
         diff = np.asarray(blob.diff) if write_diff else None
     else:

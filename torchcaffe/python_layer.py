@@ -40,6 +40,30 @@ class _BlobVec(list):
         self.append(Blob(tuple(int(s) for s in shape), device=self._device))
 
 
+class _BlobVector:
+    """The ``bottom`` / ``top`` a Python layer receives, as BVLC's pycaffe gives them: ``len`` and indexing
+    (``bottom[i]``, negative indices and slices too) work, iteration does not -- BVLC's vector of blob
+    pointers cannot be iterated, so a layer that iterates would fail inside a real BVLC Caffe."""
+
+    __slots__ = ("_blobs",)
+
+    def __init__(self, blobs):
+        self._blobs = list(blobs)
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def __getitem__(self, i):
+        return self._blobs[i]
+
+    def __iter__(self):
+        raise TypeError("a Python layer's bottom/top cannot be iterated (BVLC's pycaffe cannot either); "
+                        "index it instead: bottom[i] for i in range(len(bottom))")
+
+    def __repr__(self) -> str:
+        return f"<blob vector of {len(self._blobs)}>"
+
+
 class Layer:
     """Base class of Python layers (pycaffe's ``caffe.Layer``).
 
@@ -94,6 +118,8 @@ def _import(module: str):
 class PythonLayer(_BuiltinLayer):
     """The ``Python`` layer type: runs a user-written layer object (pycaffe's PythonLayer)."""
 
+    copies_in_place_input = False  # in place, bottom and top are one blob, as in BVLC
+
     def layer_setup(self, bottom, top):
         pp = self.layer_param.python_param
         if not pp.module or not pp.layer:
@@ -117,25 +143,27 @@ class PythonLayer(_BuiltinLayer):
         self.obj = obj
         self.fast = callable(getattr(obj, "forward_torch", None))
         self.fast_backward = callable(getattr(obj, "backward_torch", None))
-        self._user("setup", bottom, top)
+        self._user("setup", _BlobVector(bottom), _BlobVector(top))
         blobs = getattr(obj, "blobs", None)
         self.blobs = blobs if isinstance(blobs, list) else []
 
     def _user(self, method: str, *args):
         """Call the user object's ``method``; an exception it raises becomes a LayerError naming the layer
-        (name, type, module.class and method), chained to the original."""
+        (name, type, module.class and method), chained to the original and still of its type (as BVLC's
+        pycaffe passes it on)."""
         try:
             return getattr(self.obj, method)(*args)
         except Exception as e:
-            from .layer import LayerError
+            from .layer import LayerError, typed_error
 
             if isinstance(e, LayerError):
                 raise
             pp = self.layer_param.python_param
-            raise self.error(f"{pp.module}.{pp.layer}.{method} raised {type(e).__name__}: {e}") from e
+            message = str(self.error(f"{pp.module}.{pp.layer}.{method} raised {type(e).__name__}: {e}"))
+            raise typed_error(LayerError, message, type(e)) from e
 
     def reshape(self, bottom, top):
-        self._user("reshape", bottom, top)
+        self._user("reshape", _BlobVector(bottom), _BlobVector(top))
 
     def forward(self, bottom, top):
         if self.fast:
@@ -145,7 +173,7 @@ class PythonLayer(_BuiltinLayer):
             for t, o in zip(top, outs):
                 t.data_t = o
         else:
-            self._user("forward", bottom, top)
+            self._user("forward", _BlobVector(bottom), _BlobVector(top))
 
     def backward(self, top, propagate_down, bottom):
         if self.fast_backward:
@@ -155,4 +183,4 @@ class PythonLayer(_BuiltinLayer):
                 if need and g is not None:
                     b.diff_t = g
         else:
-            self._user("backward", top, list(propagate_down), bottom)
+            self._user("backward", _BlobVector(top), list(propagate_down), _BlobVector(bottom))

@@ -588,6 +588,11 @@ class Solver:
     def max_iter(self) -> int:
         return self.param.max_iter
 
+    @property
+    def lr(self) -> float:
+        """pycaffe's ``solver.lr``: the learning rate the policy gives at the current iteration."""
+        return float(learning_rate(self.param, self.iter, self.current_step)[0])
+
     def add_callback(self, *args) -> None:
         """pycaffe's ``add_callback(on_start, on_gradients_ready)``; also accepts one object with those
         two methods."""

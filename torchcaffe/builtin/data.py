@@ -19,7 +19,8 @@ layer's device, and optionally ``label`` ``(batch_size,)`` holding ``Datum.label
 order and the database wraps around at its end.  As in Caffe, each batch is shaped by its first record, so
 databases of varying image sizes work with a crop.
 
-Multi-GPU: when ``torch.distributed`` is initialised and the phase is TRAIN, rank ``r`` of ``W`` keeps the
+Multi-GPU: with ``W`` solvers (:mod:`torchcaffe.common`: ``set_solver_count`` / ``set_solver_rank``, else an
+initialised ``torch.distributed``) and in phase TRAIN, rank ``r`` of ``W`` keeps the
 records whose running index (counting every record read, across wrap-arounds) is ``r`` modulo ``W`` --
 Caffe 1.0's ``DataLayer::Skip``; in phase TEST every rank reads every record, as in Caffe.
 
@@ -50,6 +51,7 @@ import torch
 
 from .. import glog
 from ..blob import Blob
+from ..common import solver_count, solver_rank
 from ..data_transformer import DataTransformer, TransformError
 from ..layer import Layer, register
 from ..proto import caffe_pb2
@@ -105,8 +107,6 @@ def batch_generator(seed: int, rank: int, batch_index: int) -> np.random.Generat
 
 def _shard() -> tuple:
     """(rank, world size) of this process in data-parallel training (Caffe's solver_rank / solver_count)."""
-    from ..parallel import solver_count, solver_rank
-
     return solver_rank(), solver_count()
 
 

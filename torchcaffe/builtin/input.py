@@ -118,7 +118,7 @@ class HDF5DataLayer(_DataLayer):
     so a resumed run continues exactly; without a restored state the layer starts at the first row of its first
     file, as Caffe does after restoring a solverstate.
 
-    ``solver_count`` / ``solver_rank`` (read from :mod:`torchcaffe.parallel` at setup: torch.distributed's world
+    ``solver_count`` / ``solver_rank`` (read from :mod:`torchcaffe.common` at setup: set_solver_count / set_solver_rank, else torch.distributed's world
     size and rank, 1 / 0 in a single process) implement Caffe's data-parallel row skipping in TRAIN: rank r keeps
     the rows whose running offset is r modulo solver_count.
     """
@@ -127,7 +127,7 @@ class HDF5DataLayer(_DataLayer):
     solver_rank = 0
 
     def layer_setup(self, bottom, top):
-        from ..parallel import solver_count, solver_rank
+        from ..common import solver_count, solver_rank
 
         self.solver_count, self.solver_rank = solver_count(), solver_rank()
         if self.layer_param.HasField("transform_param"):
