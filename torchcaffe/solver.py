@@ -42,6 +42,7 @@ import torch
 
 from . import glog
 from . import mode
+from .fast import mixed_precision
 from .proto import caffe_pb2
 
 __all__ = ["Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver",
@@ -484,8 +485,9 @@ class Solver:
                 cb.on_start()
             display = bool(p.display) and self.iter % p.display == 0
             loss = _F32(0)
-            for _ in range(p.iter_size):
-                loss = _F32(loss + _F32(self.net.forward_backward()))
+            with mixed_precision(self.net.device):  # fp32 (Caffe-exact) unless TORCHCAFFE_PRECISION / -precision
+                for _ in range(p.iter_size):
+                    loss = _F32(loss + _F32(self.net.forward_backward()))
             loss = _F32(loss / _F32(p.iter_size))
             self.loss = float(loss)
             self._update_smoothed_loss(loss, start_iter, average_loss)
