@@ -223,8 +223,9 @@ def train_rate(prototxt=TRAIN_VAL, batch: int = 40, crop: int = 176, iterations:
 # ---------------------------------------------------------------------------------------------------------
 
 def data_layer_rate(lmdb: Optional[str] = None, n: int = 200, batches: int = 50, batch: int = 40, crop: int = 176,
-                    prefetch: int = 4, device: str = "cpu", log=print) -> float:
-    """Images/s that a TRAIN Data layer delivers (crop, mirror; the prefetch thread's rate)."""
+                    prefetch: int = 4, device: str = "cpu", phase: str = "TRAIN", log=print) -> float:
+    """Images/s that a Data layer delivers (TRAIN: random crop, mirror), the net doing nothing else: the
+    prefetch thread's rate (reading, parsing, cropping, mirroring, converting to float32)."""
     from google.protobuf import text_format
 
     from torchcaffe.blob import Blob
@@ -238,7 +239,7 @@ def data_layer_rate(lmdb: Optional[str] = None, n: int = 200, batches: int = 50,
                           f'transform_param {{ crop_size: {crop} mirror: true }} '
                           f'data_param {{ source: "{src}" batch_size: {batch} backend: LMDB prefetch: {prefetch} }}', lp)
         torch.manual_seed(0)
-        layer = create_layer(lp, caffe_pb2.TRAIN, torch.device(device))
+        layer = create_layer(lp, caffe_pb2.TRAIN if phase == "TRAIN" else caffe_pb2.TEST, torch.device(device))
         top = [Blob(device=device), Blob(device=device)]
         layer.setup([], top)
         try:
@@ -254,28 +255,72 @@ def data_layer_rate(lmdb: Optional[str] = None, n: int = 200, batches: int = 50,
         finally:
             layer.close()
     rate = batches * batch / dt
-    log(f"  Data layer (TRAIN, batch {batch}, crop {crop}, mirror, prefetch {prefetch}): {rate:.0f} images/s")
+    log(f"  Data layer ({phase}, batch {batch}, crop {crop}, mirror, prefetch {prefetch}, device {device}): "
+        f"{rate:.0f} images/s ({1000 * dt / batches:.1f} ms per batch); load average {os.getloadavg()[0]:.2f}")
     return rate
 
 
 def _synthetic_lmdb(folder: str, n: int) -> str:
-    """An LMDB of ``n`` synthetic 500x375 JPEGs at 256x256, built by tools/build_lmdb.py."""
+    """An LMDB of ``n`` ImageNet-like JPEGs (:func:`make_jpegs`) at 256x256, built by tools/build_lmdb.py."""
     import subprocess
     import sys
 
+    root = os.path.join(folder, "imagenet")
+    make_jpegs(root, n)
+    out = os.path.join(folder, "lmdb")
+    subprocess.run([sys.executable, str(REPO / "tools" / "build_lmdb.py"), "--root", root, "--split", "train",
+                    "--out", out, "--quiet"], check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return out
+
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field", "retina",
+          "immunohistochemistry", "colorwheel", "logo")
+
+
+def _photos():
+    import skimage.data as sd
+
+    out = []
+    for name in PHOTOS:
+        try:
+            img = getattr(sd, name)()
+        except Exception:
+            continue
+        if img.ndim == 3 and img.shape[2] >= 3:
+            out.append(np.ascontiguousarray(img[:, :, :3][:, :, ::-1]))  # RGB -> BGR
+    if not out:
+        raise SystemExit("no scikit-image sample photographs are available")
+    return out
+
+
+def make_jpegs(folder: str, n: int, seed: int = 0, classes: int = 10) -> int:
+    """Write ``n`` ImageNet-like JPEGs under ``folder/train/<wnid>/``; returns the total bytes."""
     import cv2
 
-    root = Path(folder) / "imagenet" / "train" / "n00000000"
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
+    photos = _photos()
+    total = 0
+    wnids = [f"n{10000000 + 1111 * k:08d}" for k in range(classes)]
     for i in range(n):
-        base = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (500, 375), interpolation=cv2.INTER_CUBIC)
-        noise = rng.integers(0, 24, base.shape, dtype=np.uint8)
-        cv2.imwrite(str(root / f"img_{i:05d}.JPEG"), cv2.add(base, noise))
-    out = os.path.join(folder, "lmdb")
-    subprocess.run([sys.executable, str(REPO / "tools" / "build_lmdb.py"), "--root", str(root.parent), "--split",
-                    "all", "--out", out, "--quiet"], check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    return out
+        src = photos[i % len(photos)]
+        h, w = (375, 500) if rng.random() < 0.75 else (500, 375)
+        s = rng.uniform(1.0, 1.6) * max(h / src.shape[0], w / src.shape[1])
+        big = cv2.resize(src, (int(np.ceil(src.shape[1] * s)) + 1, int(np.ceil(src.shape[0] * s)) + 1),
+                         interpolation=cv2.INTER_LINEAR)
+        y = int(rng.integers(0, big.shape[0] - h + 1))
+        x = int(rng.integers(0, big.shape[1] - w + 1))
+        img = big[y:y + h, x:x + w].astype(np.float32)
+        img = img * rng.uniform(0.8, 1.2, size=3) + rng.normal(0, 10, size=img.shape)
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(".JPEG", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        d = os.path.join(folder, "train", wnids[i % classes])
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"{wnids[i % classes]}_{i:06d}.JPEG"), "wb") as f:
+            f.write(buf.tobytes())
+        total += len(buf)
+    return total
 
 
 class ReleasedNNEncode:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -290,8 +289,8 @@ class NetModule(nn.Module):
         for i, (mod, (bottoms, tops)) in enumerate(zip(self.mods, self.wiring)):
             if getattr(mod, "exact_float32", False):
                 xs = [raw[v] if v in raw else env[v] for v in bottoms]
-            else:
-                xs = [env[v] for v in bottoms]
+            else:  # a layer's own compute may have answered in float32 (e.g. Softmax)
+                xs = [self._prepare(env[v]) if env[v].dtype != self.dtype else env[v] for v in bottoms]
             ys = mod(*xs)
             if not isinstance(ys, tuple):
                 ys = (ys,)
