@@ -196,7 +196,7 @@ def train_rate(prototxt=TRAIN_VAL, batch: int = 40, crop: int = 176, iterations:
             solver = get_solver(sp)
             data = solver.net.blobs["data"]
             rng = np.random.default_rng(0)
-            data.data[...] = rng.integers(0, 256, data.shape).astype(np.float32)
+            data.data_t = torch.from_numpy(rng.integers(0, 256, data.shape).astype(np.float32))
             old = os.environ.get("TORCHCAFFE_PRECISION")
             os.environ["TORCHCAFFE_PRECISION"] = precision
             try:

@@ -485,7 +485,7 @@ class Solver:
                 cb.on_start()
             display = bool(p.display) and self.iter % p.display == 0
             loss = _F32(0)
-            with mixed_precision(self.net.device):  # fp32 (Caffe-exact) unless TORCHCAFFE_PRECISION / -precision
+            with mixed_precision(getattr(self.net, "device", "cpu")):  # fp32 (Caffe-exact) unless -precision
                 for _ in range(p.iter_size):
                     loss = _F32(loss + _F32(self.net.forward_backward()))
             loss = _F32(loss / _F32(p.iter_size))
