@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -57,6 +58,19 @@ def timeit(fns: Dict[str, Callable], repeats: int, sync: Callable = lambda: None
     return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
+@contextlib.contextmanager
+def _log_level(level: int):
+    """torchcaffe's log at ``level`` (1: warnings and errors) inside, as it was outside."""
+    from torchcaffe import glog
+
+    old = glog.get_level()
+    glog.set_level(level)
+    try:
+        yield
+    finally:
+        glog.set_level(old)
+
+
 def machine(device: str = "cpu") -> dict:
     """The machine in words: CPU model, cores, instruction sets, GPU, versions, load."""
     model, flags = platform.processor() or "unknown CPU", set()
@@ -87,6 +101,11 @@ def machine(device: str = "cpu") -> dict:
 def deploy_forward(prototxt=DEPLOY, batches=(1, 8), repeats: int = 10, device: str = "cpu",
                    size: int = 224, log=print) -> dict:
     """ms per image of each runtime at each batch size: {batch: {runtime: ms}}, plus max |difference|."""
+    with _log_level(1):
+        return _deploy_forward(prototxt, batches, repeats, device, size, log)
+
+
+def _deploy_forward(prototxt, batches, repeats, device, size, log) -> dict:
     import cv2
 
     import torchcaffe as caffe
@@ -94,7 +113,6 @@ def deploy_forward(prototxt=DEPLOY, batches=(1, 8), repeats: int = 10, device: s
 
     from .colorizer import ab_output, random_colorization_weights
 
-    caffe.init_log(1)
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     net = caffe.Net(str(prototxt), caffe.TEST, device="cpu")
@@ -170,13 +188,17 @@ def _bench_train_param(prototxt, batch: int, crop: int, prior_path: str):
 def train_rate(prototxt=TRAIN_VAL, batch: int = 40, crop: int = 176, iterations: int = 3,
                precisions=("fp32", "bf16"), device: str = "cpu", log=print) -> dict:
     """Training images/s (solver steps: forward, backward, Adam update) per precision."""
+    with _log_level(2):
+        return _train_rate(prototxt, batch, crop, iterations, precisions, device, log)
+
+
+def _train_rate(prototxt, batch, crop, iterations, precisions, device, log) -> dict:
     import torchcaffe as caffe
     from torchcaffe.proto import caffe_pb2
     from torchcaffe.solver import get_solver
 
     import cic
 
-    caffe.init_log(2)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         prior = np.random.default_rng(0).uniform(0.1, 1.0, cic.Q).astype(np.float32)
