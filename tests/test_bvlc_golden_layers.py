@@ -11,20 +11,10 @@ import torchcaffe as caffe
 from bvlc_golden.spec import CASES, all_cases
 from conftest import assert_close
 
-# Differences from BVLC that these cases found and that are not mended yet (strict: a mended one fails here
-# until its entry goes): Caffe writes each loss top's weight into that top's diff at set-up; Caffe's
-# Reshape and Flatten share their bottom's diff.
-KNOWN = {
-    "euclidean_loss": "the loss top's diff is not its loss weight",
-    "softmaxloss_batchsize": "the loss top's diff is not its loss weight",
-    "softmaxloss_ignore_valid": "the loss top's diff is not its loss weight",
-    "reshape_flatten_split": "Reshape/Flatten do not share their bottom's diff",
-}
-CASE_LIST = [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(reason=KNOWN[c.name], strict=True)]
-                          if c.name in KNOWN else []) for c in all_cases()]
+CASE_LIST = all_cases()
 
 
-@pytest.mark.parametrize("case", CASE_LIST)
+@pytest.mark.parametrize("case", CASE_LIST, ids=[c.name for c in CASE_LIST])
 def test_layer_case_matches_bvlc(case, monkeypatch):
     assert case.golden.is_file(), (f"{case.golden} is missing: run tests/bvlc_golden/make_golden.py "
                                    f"{case.name} under BVLC's pycaffe")

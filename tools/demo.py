@@ -110,6 +110,8 @@ def side_by_side(colorized: Path, out: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--crops", type=int, default=60, help="crops per training photo (default 60)")
+    ap.add_argument("--data-only", action="store_true",
+                    help="stop after the data (steps 1-3: images, LMDBs, prior); used by tools/device_check.sh")
     args = ap.parse_args(argv)
     t0 = time.time()
     OUT.mkdir(exist_ok=True)
@@ -127,6 +129,9 @@ def main(argv=None) -> int:
               f"{len(manifest['skipped'])} skipped")
     print("== 3. the ab prior of the train split")
     run([py, "tools/compute_prior.py", "--lmdb", LMDB / "train", "--out", PRIOR, "--no-progress"])
+    if args.data_only:
+        print(f"== data ready in {time.time() - t0:.0f} s: {LMDB.relative_to(REPO)}, {PRIOR.relative_to(REPO)}")
+        return 0
     print("== 4. training: caffe train (CPU)")
     snapshots = REPO / "snapshots" / "demo"
     if snapshots.exists():

@@ -45,9 +45,12 @@ def record(case) -> dict:
         diffs = {}
         for b in net.outputs:
             if weights.get(b, 0) == 0:
-                diffs[b] = rng.randn(*net.blobs[b].diff.shape).astype(np.float32)
+                diffs[b] = np.asarray(rng.randn(*net.blobs[b].diff.shape), dtype=np.float32)  # 0-axis: a float
                 out[f"topdiff__{b}"] = diffs[b]
-        net.backward(**diffs)
+        # as net.backward(**diffs), which refuses a 0-axis diff and wants one for every output (losses too)
+        for b, d in diffs.items():
+            net.blobs[b].diff[...] = d
+        net.backward()
         for b, blob in net.blobs.items():
             out[f"diff__{b}"] = blob.diff.copy()
         for name, blobs in net.params.items():
