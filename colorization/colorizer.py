@@ -55,7 +55,10 @@ def ab_output(net) -> str:
 class Colorizer:
     """A deploy net ready to colorize RGB images (H x W x 3, uint8 or floats in [0, 1])."""
 
-    def __init__(self, prototxt=DEFAULT_PROTOTXT, weights=None, device="cpu"):
+    def __init__(self, prototxt=DEFAULT_PROTOTXT, weights=None, device="cpu", fast=True):
+        #: run the fast inference path (torchcaffe.fast: BatchNorm folded, channels-last, bf16 where the
+        #: hardware has it; mean |delta ab| <= 1); False: caffe.Net's exact float32
+        self.fast, self._module = fast, None
         self.net = caffe.Net(str(prototxt), caffe.TEST, device=device)
         copied = []
         for w in (str(weights).split(",") if weights else []):  # Caffe's -weights a,b
@@ -73,20 +76,30 @@ class Colorizer:
         img = _as_float_rgb(rgb)
         small = resize_image(img, self.input_hw)
         L = cic.rgb2lab(np.clip(small, 0, 1))[..., 0]
-        self.net.blobs["data_l"].reshape(1, 1, *self.input_hw)
-        self.net.blobs["data_l"].data[0, 0] = L - 50.0
-        self.net.forward()
-        return np.array(self.net.blobs[self.output].data[0])
+        L = torch.from_numpy(np.ascontiguousarray(L, dtype=np.float32))[None, None]
+        return self.forward_ab(L - 50.0)[0].cpu().numpy()
 
     def predict_ab_full(self, L: torch.Tensor) -> torch.Tensor:
         """ab ``(N, 2, H, W)`` for a batch of lightness ``L`` ``(N, 1, H, W)`` (0..100), run at the batch's own
         size (the nets are fully convolutional; H and W must be multiples of 8), upsampled bilinearly to H x W."""
+        return cic.upsample_bilinear(self.forward_ab(L - 50.0), L.shape[-2:])
+
+    def forward_ab(self, data_l: torch.Tensor) -> torch.Tensor:
+        """The net's ab output for ``data_l`` (N x 1 x h x w, L - 50): the fast path unless ``fast=False``."""
+        data_l = data_l.to(self.net.device)
+        if self.fast:
+            if self._module is None:
+                from torchcaffe.fast import to_module
+
+                self._module = to_module(self.net, outputs=[self.output], optimize=True)
+            with torch.no_grad():
+                return self._module(data_l=data_l)[self.output]
         blob = self.net.blobs["data_l"]
-        blob.reshape(*L.shape)
+        blob.reshape(*data_l.shape)
         self.net.reshape()
-        blob.data_t = L - 50.0
+        blob.data_t = data_l
         self.net.forward_loss()
-        return cic.upsample_bilinear(self.net.blobs[self.output].data_t, L.shape[-2:])
+        return self.net.blobs[self.output].data_t
 
     def colorize(self, rgb: np.ndarray) -> np.ndarray:
         """Colorized RGB uint8 image of the input's size (the input's own L, the predicted ab)."""

@@ -16,9 +16,7 @@ difference between the two encodings (they compute the same thing; only exact ti
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 try:
@@ -30,61 +28,8 @@ except ImportError:  # running from a checkout without installing
 import numpy as np
 import torch
 
-SHAPE = (40, 2, 56, 56)
-
-
-class ReleasedNNEncode:
-    """The released layer's encoder (scikit-learn ball tree, 10 neighbours), re-written for timing."""
-
-    def __init__(self, centers: np.ndarray, k: int = 10, sigma: float = 5.0):
-        from sklearn.neighbors import NearestNeighbors
-
-        self.centers = centers.astype(np.float64)
-        self.k, self.sigma = k, sigma
-        self.nbrs = NearestNeighbors(n_neighbors=k, algorithm="ball_tree").fit(self.centers)
-
-    def encode(self, ab: np.ndarray) -> np.ndarray:
-        n, _, h, w = ab.shape
-        flat = ab.transpose(0, 2, 3, 1).reshape(-1, 2)                  # flatten_nd_array(axis=1)
-        dists, inds = self.nbrs.kneighbors(flat)
-        wts = np.exp(-dists ** 2 / (2 * self.sigma ** 2))
-        wts /= wts.sum(axis=1, keepdims=True)
-        enc = np.zeros((flat.shape[0], len(self.centers)))
-        enc[np.arange(flat.shape[0])[:, None], inds] = wts
-        return enc.reshape(n, h, w, -1).transpose(0, 3, 1, 2)           # unflatten_2d_array
-
-
-def real_batch(seed: int = 0) -> np.ndarray:
-    """40 x 2 x 56 x 56 ab of random crops of scikit-image's colour photos (subsampled by 4, as the
-    training net subsamples the ab target)."""
-    from skimage import data
-
-    photos = [getattr(data, n)() for n in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")]
-    rng = np.random.default_rng(seed)
-    out = np.empty(SHAPE, np.float32)
-    for i in range(SHAPE[0]):
-        img = photos[i % len(photos)]
-        y = rng.integers(0, img.shape[0] - 224 + 1)
-        x = rng.integers(0, img.shape[1] - 224 + 1)
-        lab = cic.rgb2lab(img[y:y + 224:4, x:x + 224:4])
-        out[i] = lab[..., 1:].transpose(2, 0, 1)
-    return out
-
-
-def timeit(fns: dict, repeats: int, sync=lambda: None) -> dict:
-    """Time several functions interleaved (so that load from other processes hits all of them alike);
-    returns name -> (median, min) seconds, after one warm-up call each."""
-    for fn in fns.values():
-        fn()
-        sync()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t0)
-    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+from colorization.benchmark import SOFT_SHAPE as SHAPE, ReleasedNNEncode, timeit  # noqa: E402
+from colorization.benchmark import real_ab_batch as real_batch  # noqa: E402
 
 
 def main(argv=None) -> int:

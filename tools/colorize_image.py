@@ -2,7 +2,7 @@
 """Colorize one image (or several) with a colorization deploy net.
 
     python tools/colorize_image.py -img_in photo.jpg -img_out photo_color.png \\
-        [-prototxt prototxt/colorization_deploy.prototxt] [-caffemodel weights.caffemodel] [-gpu 0]
+        [-prototxt prototxt/colorization_deploy.prototxt] [-caffemodel weights.caffemodel] [-gpu 0] [-exact]
 
 Works with this toolkit's deploy nets and with the released ``colorization_deploy_v2.prototxt`` +
 ``colorization_release_v2.caffemodel`` (flags as the released demo script names them; ``--flag`` works too).
@@ -27,6 +27,8 @@ def parse_args(argv=None):
     ap.add_argument("-caffemodel", "--caffemodel", default=None,
                     help="weights (.caffemodel or .h5); without it the net's initial weights are used")
     ap.add_argument("-gpu", "--gpu", type=int, default=-1, help="CUDA device id; -1 (default) is the CPU")
+    ap.add_argument("-exact", "--exact", action="store_true",
+                    help="Caffe's exact float32 (default: the fast inference path, torchcaffe.fast)")
     return ap.parse_args(argv)
 
 
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
 
     torchcaffe.init_log(1)  # warnings and errors only
     try:
-        model = Colorizer(args.prototxt, args.caffemodel, device=device)
+        model = Colorizer(args.prototxt, args.caffemodel, device=device, fast=not args.exact)
         if model.filled:
             print(f"filled in fixed layers the weights lack: {', '.join(model.filled)}")
         for src, dst in zip(ins, outs):

@@ -17,8 +17,8 @@
 #             seeded non-zero nets and a short training run CPU vs CUDA (skips count as failures here)
 #   data      the demo's data from scikit-image's photos (tools/demo.py --data-only: LMDBs and prior)
 #   train     caffe train -gpu 0 on the demo solver (ITERS iterations, snapshot), then a resume from it
-#   bench     the deploy benchmark on the GPU (seed's Table 2: Caffe, K40, 100 ms per image) and
-#             soft-encoding on the GPU
+#   bench     tools/benchmark.py on the GPU (the timing table beside the seed's Table 2: Caffe, K40,
+#             100 ms per image): OUT_DIR/benchmark.json and benchmark.md
 # Every step's log is in OUT_DIR/<step>.txt; one summary at the end (also OUT_DIR/summary.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -166,7 +166,10 @@ train() {
 }
 
 bench() {
-  $PY tools/bench_deploy.py --gpu 0 --iterations 20 && $PY tools/bench_soft_encoding.py --device cuda --repeats 9
+  # the README's timing table on this GPU: deploy at batch 1 and 64 (exact, fast path, plain torch, OpenCV DNN
+  # on the host CPU), training images/s fp32 and bf16, Data layer, soft-encoding
+  $PY tools/benchmark.py --device cuda:0 --batches 1,64 --repeats 5 --train-iterations 10 \
+    --json "$OUT/benchmark.json" --markdown "$OUT/benchmark.md"
 }
 
 step gpu "CUDA device visible to torch" check_gpu

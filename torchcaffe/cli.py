@@ -12,7 +12,8 @@ Flags are gflags-style and may come before or after the command: ``-solver x``, 
 Without ``-gpu`` everything runs on the CPU, whatever the solver's ``solver_mode`` says.  ``-gpu 0,1`` or
 ``-gpu all`` trains data-parallel with one process per GPU (see :mod:`torchcaffe.parallel`); the effective
 batch is ``batch_size x GPUs``.  Extensions: ``-cpu_ranks N`` trains data-parallel on N CPU processes (gloo);
-``-backend nccl|gloo`` overrides the backend; under ``torchrun`` each process is one rank.  ``-log_dir D``
+``-backend nccl|gloo`` overrides the backend; under ``torchrun`` each process is one rank.  ``-precision bf16``
+trains in mixed precision (default fp32, Caffe-exact).  ``-log_dir D``
 also writes a glog-style log file in ``D``; ``-minloglevel N`` drops lines below severity N.
 
 Log lines are in glog's format on stderr, so Caffe's log parsers read them.  The exit status is 0 on
@@ -70,12 +71,16 @@ commands:
     -nonfinite_loss (train: 'stop' at the first NaN or infinite loss, naming
       the iteration and keeping the last snapshot; 'continue' trains on as
       Caffe does.) type: string default: "stop"
+    -precision (Optional; train in mixed precision: bf16 or fp16 (autocast;
+      weights, blobs and updates stay float32). Sets TORCHCAFFE_PRECISION.)
+      type: string default: "fp32" (Caffe-exact)
 """
 
 _FLAGS: Dict[str, object] = {
     "gpu": "", "solver": "", "model": "", "phase": "", "level": 0, "stage": "", "snapshot": "",
     "weights": "", "iterations": 50, "sigint_effect": "stop", "sighup_effect": "snapshot",
     "cpu_ranks": 0, "backend": "", "log_dir": "", "minloglevel": None, "nonfinite_loss": "stop",
+    "precision": "",
 }
 _BOOL_FLAGS = {"logtostderr", "alsologtostderr", "help", "version", "helpshort"}
 
@@ -262,6 +267,14 @@ def train(flags, given) -> int:
         _info("-iterations is not used by train (the solver's max_iter applies), as in Caffe", "caffe.cpp:200")
     sigint = SolverAction.parse(flags["sigint_effect"])
     sighup = SolverAction.parse(flags["sighup_effect"])
+    if flags["precision"]:
+        from .fast import PRECISION_ENV, training_precision
+
+        try:
+            os.environ[PRECISION_ENV] = training_precision(flags["precision"])  # inherited by every rank
+        except ValueError as e:
+            raise CliError(str(e)) from None
+        _info(f"Training precision: {os.environ[PRECISION_ENV]}", "caffe.cpp:219")
     if flags["nonfinite_loss"] not in ("stop", "continue"):
         raise CliError(f"-nonfinite_loss must be stop or continue, got '{flags['nonfinite_loss']}'")
     from .solver import NONFINITE_ENV

@@ -48,6 +48,7 @@ import torch
 
 from . import glog
 from . import mode
+from .fast import mixed_precision
 from .proto import caffe_pb2
 
 __all__ = ["Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver",
@@ -678,9 +679,10 @@ class Solver:
                 cb.on_start()
             display = bool(p.display) and self.iter % p.display == 0
             loss = None
-            for _ in range(p.iter_size):
-                one = self._forward_backward_loss()
-                loss = one if loss is None else loss + one  # float32, as Caffe's Dtype loss
+            with mixed_precision(getattr(self.net, "device", "cpu")):  # fp32 (Caffe-exact) unless -precision
+                for _ in range(p.iter_size):
+                    one = self._forward_backward_loss()
+                    loss = one if loss is None else loss + one  # float32, as Caffe's Dtype loss
             if self.stop_on_nonfinite_loss:
                 # the check must come before the update: the one host read per iteration it costs
                 loss = _F32(float(loss))
