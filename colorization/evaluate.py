@@ -262,7 +262,8 @@ class Classifier:
         self.resize = int(resize)
         self.mean = mean
         self.device = device
-        self.num_classes = None
+        out = self.net.blobs[self.output].shape
+        self.num_classes = int(np.prod(out[1:]))
 
     def preprocess(self, rgb: torch.Tensor) -> torch.Tensor:
         """RGB ``(N, 3, H, W)`` in [0, 1] -> the classifier's input ``(N, 3, h, w)``."""
@@ -289,9 +290,7 @@ class Classifier:
         blob.data_t = x
         self.net.forward_loss()
         out = self.net.blobs[self.output].data_t
-        out = out.reshape(out.shape[0], -1).double().cpu().numpy()
-        self.num_classes = out.shape[1]
-        return out
+        return out.reshape(out.shape[0], -1).double().cpu().numpy()
 
 
 def topk_stats(scores: np.ndarray, labels: np.ndarray, k: int = TOPK):
@@ -395,10 +394,13 @@ class ResultCache:
                 old = json.loads(cfg_path.read_text())
             except ValueError:
                 raise EvaluationError(f"{cfg_path}: not a JSON file; remove it or choose another --cache") from None
-            diff = [k for k in sorted(set(old) | set(self.config)) if old.get(k) != self.config.get(k)]
+            diff = [k for k in sorted(set(old) | set(self.config))
+                    if k != "chunk" and old.get(k) != self.config.get(k)]
             if diff:
                 raise EvaluationError(f"{self.folder}: this cache holds results made with other settings "
                                       f"({', '.join(diff)} differ); use another --cache or remove it")
+            self.chunk = int(old.get("chunk", self.chunk))  # the cache's own chunking
+            self.config["chunk"] = self.chunk
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(cfg_path, json.dumps(self.config, indent=1, sort_keys=True) + "\n")
@@ -547,7 +549,8 @@ def add_arguments(ap: argparse.ArgumentParser, outputs: bool = True) -> None:
     c.add_argument("--classifier-resize", type=int, default=256,
                    help="resize images of another size to N x N before the centre crop (0: never; default 256)")
     ap.add_argument("--cache", help="per-image results (default: OUT.cache beside --json)")
-    ap.add_argument("--chunk", type=int, default=250, help="images per cache file (default 250)")
+    ap.add_argument("--chunk", type=int, default=250,
+                    help="images per cache file for a new cache (default 250; an existing cache keeps its own)")
     ap.add_argument("--no-progress", action="store_true")
 
 
@@ -599,11 +602,18 @@ def run(args, cache_dir) -> Results:
                                 "resize": args.classifier_resize}
     cache = ResultCache(cache_dir, config, dataset.keys)
     cache.open()
-    info = {"source": dataset.description, "prototxt": str(args.prototxt), "caffemodel": str(args.caffemodel),
-            "prior_name": prior_name, "lmdb": args.lmdb, "images": args.images, "labels": args.labels,
-            "resize": args.resize,
-            "classifier_prototxt": args.classifier_prototxt, "classifier_caffemodel": args.classifier_caffemodel,
-            "classifier_mean": args.classifier_mean, "classifier_resize": args.classifier_resize}
+    def absolute(p):
+        return os.path.abspath(p) if p else p
+
+    info = {"source": dataset.description, "prototxt": absolute(args.prototxt), "caffemodel": absolute(args.caffemodel),
+            "prior_name": prior_name, "lmdb": absolute(args.lmdb), "images": absolute(args.images),
+            "labels": absolute(args.labels), "resize": args.resize,
+            "classifier_prototxt": absolute(args.classifier_prototxt),
+            "classifier_caffemodel": absolute(args.classifier_caffemodel),
+            "classifier_mean": absolute(args.classifier_mean) if args.classifier_mean and
+            os.path.exists(args.classifier_mean) else args.classifier_mean,
+            "classifier_resize": args.classifier_resize, "prior": absolute(args.prior) if args.prior and
+            os.path.exists(args.prior) else args.prior}
     if cache_dir is not None:
         atomic_write_text(Path(cache_dir) / "run.json", json.dumps(info, indent=1) + "\n")
     chunks, todo = [], []
