@@ -482,6 +482,23 @@ def evaluate_chunk(keys, dataset, colorizer, classifier, prior, batch: int, bar=
     return out
 
 
+def load_cache(folder) -> "Results":
+    """The results stored in an evaluate cache (every chunk file, in order), without recomputing anything."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        run_info = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        raise EvaluationError(f"{folder}: not an evaluate cache (config.json, run.json)") from None
+    chunks = []
+    for p in sorted(folder.glob("chunk_*.npz")):
+        with np.load(p, allow_pickle=False) as z:
+            chunks.append({k: z[k] for k in z.files})
+    if not chunks:
+        raise EvaluationError(f"{folder}: no results yet")
+    return Results(chunks, dict(config, **run_info))
+
+
 class Results:
     """Everything the cache holds for the evaluated images, concatenated in key order.
 

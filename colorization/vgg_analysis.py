@@ -171,9 +171,14 @@ def figure2(c_orig, c_recolor, top) -> bytes:
 
 def image_grid(top_row, bottom_row, titles, suptitle, row_labels=("ground truth", "recolorized")) -> bytes:
     """Two rows of RGB images (seed Fig. 3: ground truth above recolorized)."""
+    import textwrap
+
     plt = _plt()
     m = max(len(top_row), 1)
-    fig, axes = plt.subplots(2, m, figsize=(1.9 * m + 0.4, 4.3), squeeze=False)
+    width = max(1.9 * m + 0.4, 4.0)
+    suptitle = textwrap.fill(suptitle, int(width * 11))
+    lines = suptitle.count("\n") + 1
+    fig, axes = plt.subplots(2, m, figsize=(width, 4.0 + 0.18 * lines), squeeze=False)
     for j in range(m):
         for i, row in enumerate((top_row, bottom_row)):
             ax = axes[i, j]
@@ -185,8 +190,8 @@ def image_grid(top_row, bottom_row, titles, suptitle, row_labels=("ground truth"
                 ax.set_ylabel(row_labels[i], fontsize=8)
         if j < len(titles):
             axes[0, j].set_title(titles[j], fontsize=7)
-    fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(suptitle, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.05 * lines))
     return _png(fig)
 
 
@@ -211,9 +216,6 @@ class Analysis:
     """Section 4 computed from :class:`colorization.evaluate.Results` (which must hold classifier results)."""
 
     def __init__(self, res, num_classes: int, highlight: int = 50, top_pairs: int = 100):
-        if not res.has_classifier:
-            raise ev.EvaluationError("the VGG analysis needs classifier results: run evaluate with "
-                                     "--classifier-prototxt and --classifier-caffemodel")
         self.res = res
         self.K = num_classes
         v = res.variant
@@ -284,8 +286,9 @@ def pair_grids(an: Analysis, names, pairs: int, per_pair: int):
         ims = ev.example_images(res, idx)
         scores = [float(res.top5_score[i, vm][res.top5[i, vm] == d][0]) for i in idx]
         cap = (f"({rank}) ground truth: {_label(names, c)}; confused after recolorization: {_label(names, d)} "
-               f"(A = {a:.3f}: {100 * co:.1f} % -> {100 * cr:.1f} %)")
-        png = image_grid([x[3] for x in ims], [x[2] for x in ims], [f"score {s:.3f}" for s in scores], cap)
+               f"(top-5 rate {100 * co:.1f} % -> {100 * cr:.1f} %)")
+        png = image_grid([x[3] for x in ims], [x[2] for x in ims], [f"{names[d] if names else d}: {s:.3f}"
+                                                                    for s in scores], cap)
         out.append((png, cap))
     return out
 
@@ -313,9 +316,12 @@ def category_grids(an: Analysis, names, categories: int, per_category: int):
 def analyse(res, out_dir, synsets=None, html=None, highlight=50, top_pairs=100, grid_pairs=8, grid_images=6,
             category_examples_n=3):
     """Write the analysis (figures, CSVs, JSON; the HTML page with ``html``); returns the summary dict."""
+    if not res.has_classifier:
+        raise ev.EvaluationError("the VGG analysis needs classifier results: run evaluate with "
+                                 "--classifier-prototxt and --classifier-caffemodel")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    K = res.num_classes or int(max(res.top5.max(), res.labels.max()) + 1)
+    K = getattr(res, "num_classes", None) or int(max(res.top5.max(), res.labels.max()) + 1)
     names, wnids = category_names(synsets, K)
     an = Analysis(res, K, highlight, top_pairs)
     cat_rows = an.category_rows(names, wnids)
