@@ -13,8 +13,9 @@ last 48,000 validation images, or ``--split test``; or a folder of images, each 
   image's size), ``gray`` (L with a = b = 0, the paper's grayscale baseline) and ``ground_truth`` (the image);
 * AuC (``cic.metrics``): the fraction of pixels within an ab distance t of the ground truth, t = 0..150,
   averaged over t, raw and class-rebalanced (weights 1 / prior of the ground-truth bin; ``--prior`` a
-  ``prior_probs.npy``; without it the ground-truth bin distribution of the scored images).  Dataset values pool
-  all pixels; the ground truth scores 100 % by construction;
+  ``prior_probs.npy``, by default the toolkit's ``data/prior_probs.npy`` when present; ``--prior dataset`` or
+  no such file: the ground-truth bin distribution of the scored images).  Dataset values pool all pixels; the
+  ground truth scores 100 % by construction;
 * with a classifier: its scores for each colouring, preprocessed as Caffe's VGG evaluation did: RGB in [0, 1]
   -> BGR x 255, resized to ``--classifier-resize`` (256) when the image has another size, centre crop of the
   classifier's input size (224), minus the mean (``--classifier-mean``: three BGR values, or a
@@ -499,6 +500,23 @@ def load_cache(folder) -> "Results":
     return Results(chunks, dict(config, **run_info))
 
 
+RUN_OPTIONS = ("prototxt", "caffemodel", "lmdb", "images", "labels", "resize", "prior", "classifier_prototxt",
+               "classifier_caffemodel", "classifier_mean", "classifier_resize")
+
+
+def open_results(folder, gpu: int = -1) -> "Results":
+    """The results of a finished cache with what the report needs (dataset, colorizer, prior), from the options
+    of the run that made it (``run.json``); the files' digests are checked and missing chunks computed."""
+    run_json = Path(folder) / "run.json"
+    if not run_json.exists():
+        raise EvaluationError(f"{folder}: not an evaluate cache (no run.json)")
+    saved = json.loads(run_json.read_text())
+    args = argparse.Namespace(limit=0, batch=8, gpu=gpu, chunk=250, no_progress=True)
+    for key in RUN_OPTIONS:
+        setattr(args, key, saved.get(key))
+    return run(args, folder)
+
+
 class Results:
     """Everything the cache holds for the evaluated images, concatenated in key order.
 
@@ -553,11 +571,12 @@ def add_arguments(ap: argparse.ArgumentParser, outputs: bool = True) -> None:
     g.add_argument("--labels", help="for --images: 'relative/path label' lines (Caffe's val.txt)")
     g.add_argument("--resize", type=int, default=256,
                    help="for --images: resize to N x N as convert_imageset does (0: keep; default 256)")
-    g.add_argument("-prior", "--prior", help="prior_probs.npy for the rebalanced AuC (default: the ground-truth "
-                   "bin distribution of the scored images; relative names not found here resolve in data/)")
+    g.add_argument("-prior", "--prior", help="prior_probs.npy for the rebalanced AuC (default: the toolkit's "
+                   "data/prior_probs.npy when present, else 'dataset': the ground-truth bin distribution of the "
+                   "scored images; relative names not found here resolve in data/)")
     g.add_argument("-limit", "--limit", type=int, default=0, help="only the first N images")
-    g.add_argument("-batch", "--batch", type=int, default=8)
-    g.add_argument("-gpu", "--gpu", type=int, default=-1)
+    g.add_argument("-batch", "--batch", type=int, default=8, help="images per forward pass (default 8)")
+    g.add_argument("-gpu", "--gpu", type=int, default=-1, help="CUDA device (default: the CPU)")
     c = ap.add_argument_group("classifier (Caffe files, e.g. VGG_ILSVRC_16_layers_deploy.prototxt)")
     c.add_argument("--classifier-prototxt")
     c.add_argument("--classifier-caffemodel")
@@ -568,12 +587,17 @@ def add_arguments(ap: argparse.ArgumentParser, outputs: bool = True) -> None:
     ap.add_argument("--cache", help="per-image results (default: OUT.cache beside --json)")
     ap.add_argument("--chunk", type=int, default=250,
                     help="images per cache file for a new cache (default 250; an existing cache keeps its own)")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def load_prior_arg(spec):
-    if not spec:
+    if spec == "dataset":
         return None, "ground-truth bin distribution of the scored images"
+    if not spec:
+        released = cic.resolve_data_path(cic.PRIOR_PROBS)
+        if not released.is_file():
+            return None, "ground-truth bin distribution of the scored images"
+        spec = str(released)
     path = Path(spec) if Path(spec).exists() else cic.resolve_data_path(spec)
     try:
         return cic.load_prior(path), str(path)
@@ -725,11 +749,14 @@ def category_name(names, c: int) -> str:
 
 
 def write_html(res: Results, summary: dict, folder, synsets=None, examples: int = 8,
-               extra_sections=()) -> Path:
-    """``folder/report.html``: the Table 1 rows beside the paper's, the AuC curves, example images."""
+               before=(), after=(), title="Colorization evaluation (paper Table 1 protocol)") -> Path:
+    """``folder/report.html``: the Table 1 rows beside the paper's, the AuC curves, example images.  ``before``
+    and ``after``: functions that add sections to the :class:`colorization.report.Report` first and last."""
     from colorization import report
 
-    rep = report.Report("Colorization evaluation (paper Table 1 protocol)")
+    rep = report.Report(title)
+    for section in before:
+        section(rep)
     rep.paragraph(f"{summary['count']} images of {summary['source']}; colorization net {res.config['prototxt']} "
                   f"with weights {res.config['caffemodel']}; rebalanced AuC prior: {summary['prior']}.")
     has_cls = res.has_classifier
@@ -745,8 +772,9 @@ def write_html(res: Results, summary: dict, folder, synsets=None, examples: int 
                                            for v, n in enumerate(("recolorized", "gray", "truth")))
         items.append((np.concatenate([gray, col, gt], axis=1), cap))
     rep.heading("Examples: grayscale input | recolorized | ground truth")
-    rep.gallery(items)
-    for section in extra_sections:
+    small = items and items[0][0].shape[1] < 384
+    rep.gallery(items, width=384 if small else None)  # small crops shown enlarged
+    for section in after:
         section(rep)
     return rep.write(Path(folder) / "report.html")
 

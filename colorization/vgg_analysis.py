@@ -381,19 +381,6 @@ def analyse(res, out_dir, synsets=None, html=None, highlight=50, top_pairs=100, 
     return summary
 
 
-def args_from_cache(args) -> None:
-    """The data, model and classifier options of the run that made the cache (its ``run.json``)."""
-    run_json = Path(args.cache) / "run.json"
-    if not run_json.exists():
-        raise ev.EvaluationError(f"{args.cache}: not an evaluate cache (no run.json); give the model, data and "
-                                 "classifier options to compute it")
-    saved = json.loads(run_json.read_text())
-    for key in ("prototxt", "caffemodel", "lmdb", "images", "labels", "resize", "classifier_prototxt",
-                "classifier_caffemodel", "classifier_mean", "classifier_resize"):
-        if key in saved:
-            setattr(args, key, saved[key])
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="vgg_analysis", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -407,10 +394,10 @@ def main(argv=None) -> int:
     ap.add_argument("--grid-images", type=int, default=6, help="images per grid (default 6)")
     args = ap.parse_args(argv)
     try:
-        if args.cache and not args.caffemodel:
-            args_from_cache(args)
-        cache = args.cache or str(Path(args.out) / "cache")
-        res = ev.run(args, cache)
+        if args.cache and not args.caffemodel:  # the run that made the cache
+            res = ev.open_results(args.cache, args.gpu)
+        else:
+            res = ev.run(args, args.cache or str(Path(args.out) / "cache"))
         s = analyse(res, args.out, args.synsets, args.html, args.highlight, args.top_pairs, args.grid_pairs,
                     args.grid_images)
     except ev.EvaluationError as e:

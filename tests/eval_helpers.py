@@ -123,7 +123,8 @@ class Setup:
 
     def argv(self, out_json, *extra, classifier=True):
         a = ["--prototxt", str(DEPLOY), "--caffemodel", str(self.weights), "--lmdb", str(self.db),
-             "--json", str(out_json), "--batch", "3", "--no-progress", "--classifier-resize", "0"]
+             "--json", str(out_json), "--batch", "3", "--no-progress", "--classifier-resize", "0",
+             "--prior", "dataset"]
         if classifier:
             a += ["--classifier-prototxt", str(self.cls_proto), "--classifier-caffemodel", str(self.cls_weights)]
         return a + [str(x) for x in extra]

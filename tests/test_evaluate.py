@@ -49,7 +49,9 @@ def brute_auc(ab_pred, ab_gt, weights=None):
 
 
 def nearest_bins(ab):
-    centers = np.load(REPO / "data" / "pts_in_hull.npy")
+    import cic
+
+    centers = cic.load_bins()
     d = ((ab.reshape(-1, 1, 2) - centers[None]) ** 2).sum(-1)
     return d.argmin(1)
 
