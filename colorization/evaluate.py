@@ -32,6 +32,7 @@ with ``--html DIR`` an offline report ``DIR/report.html``.  ``colorization.vgg_a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -500,6 +501,19 @@ def load_cache(folder) -> "Results":
     return Results(chunks, dict(config, **run_info))
 
 
+@contextlib.contextmanager
+def quiet_runtime():
+    """The runtime's INFO lines (net construction) off while the progress bar runs; the level restored after."""
+    from torchcaffe import glog
+
+    level = glog.get_level()
+    glog.set_level(max(level, glog.WARNING))
+    try:
+        yield
+    finally:
+        glog.set_level(level)
+
+
 RUN_OPTIONS = ("prototxt", "caffemodel", "lmdb", "images", "labels", "resize", "prior", "classifier_prototxt",
                "classifier_caffemodel", "classifier_mean", "classifier_resize")
 
@@ -514,7 +528,8 @@ def open_results(folder, gpu: int = -1) -> "Results":
     args = argparse.Namespace(limit=0, batch=8, gpu=gpu, chunk=250, no_progress=True)
     for key in RUN_OPTIONS:
         setattr(args, key, saved.get(key))
-    return run(args, folder)
+    with quiet_runtime():
+        return run(args, folder)
 
 
 class Results:
@@ -608,7 +623,6 @@ def load_prior_arg(spec):
 def run(args, cache_dir) -> Results:
     """Score the dataset (resuming from ``cache_dir``; None: no cache) and return the results of its first ``limit`` images."""
     from colorization.colorizer import Colorizer
-    import torchcaffe as caffe
 
     if not args.caffemodel:
         raise EvaluationError("--caffemodel is required (the colorization net's weights)")
@@ -618,7 +632,6 @@ def run(args, cache_dir) -> Results:
     if bool(args.classifier_prototxt) != bool(args.classifier_caffemodel):
         raise EvaluationError("give both --classifier-prototxt and --classifier-caffemodel, or neither")
     device = "cpu" if args.gpu < 0 else f"cuda:{args.gpu}"
-    caffe.init_log(1)
     dataset = open_dataset(args.lmdb, args.images, args.labels, args.resize)
     count = min(len(dataset.keys), args.limit) if args.limit else len(dataset.keys)
     if count == 0:
@@ -840,6 +853,11 @@ def main(argv=None) -> int:
     ap.add_argument("--html", help="write an offline report DIR/report.html")
     ap.add_argument("--synsets", help="category names (ILSVRC synset_words.txt) for the report")
     args = ap.parse_args(argv)
+    with quiet_runtime():
+        return _main(args)
+
+
+def _main(args) -> int:
     t0 = time.time()
     try:
         res = run(args, args.cache or (default_cache(args.json) if args.json else None))

@@ -393,6 +393,11 @@ def main(argv=None) -> int:
     ap.add_argument("--grid-pairs", type=int, default=8, help="Figure-3 grids (default 8)")
     ap.add_argument("--grid-images", type=int, default=6, help="images per grid (default 6)")
     args = ap.parse_args(argv)
+    with ev.quiet_runtime():
+        return _main(args)
+
+
+def _main(args) -> int:
     try:
         if args.cache and not args.caffemodel:  # the run that made the cache
             res = ev.open_results(args.cache, args.gpu)

@@ -177,6 +177,7 @@ def test_cache_of_other_settings_is_refused(setup, first_run, tmp_path, capsys):
     colorizer_weights(other, seed=1)
     argv = setup.argv(tmp_path / "x.json", "--cache", cache)
     argv[argv.index("--caffemodel") + 1] = str(other)
+    capsys.readouterr()
     assert ev.main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("evaluate: ") and "caffemodel" in err and "\n" not in err
@@ -238,3 +239,11 @@ def test_evaluate_auc_tool_keeps_its_flags(setup, tmp_path):
     ab = np.stack([rgb2lab(rgb)[..., 1:] for rgb, _ in setup.items])
     assert reported == pytest.approx(brute_auc(0 * ab, ab), abs=0.01)
     assert not list(tmp_path.iterdir()) or all(p.name == "prior.npy" for p in tmp_path.iterdir())
+
+
+def test_runtime_log_level_is_restored(setup, tmp_path):
+    from torchcaffe import glog
+
+    before = glog.get_level()
+    assert ev.main(setup.argv(tmp_path / "l.json", "--limit", 1, classifier=False)) == 0
+    assert glog.get_level() == before

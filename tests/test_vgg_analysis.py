@@ -124,6 +124,7 @@ def test_html_page(analysed):
 def test_needs_classifier_results(tmp_path, capsys):
     s = Setup(tmp_path)
     assert ev.main(s.argv(tmp_path / "e.json", "--limit", 2, classifier=False)) == 0
+    capsys.readouterr()
     assert va.main(["--cache", str(tmp_path / "e.cache"), "--out", str(tmp_path / "a"), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("vgg_analysis: ") and "classifier" in err and "\n" not in err
