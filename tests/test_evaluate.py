@@ -247,3 +247,33 @@ def test_runtime_log_level_is_restored(setup, tmp_path):
     before = glog.get_level()
     assert ev.main(setup.argv(tmp_path / "l.json", "--limit", 1, classifier=False)) == 0
     assert glog.get_level() == before
+
+
+def test_v1_format_classifier_gives_the_same_results(setup, first_run, tmp_path):
+    """The public VGG16 Caffe files are in the old V1 format (``layers``, ``input_dim``, 4-D blobs): the tiny
+    classifier written that way scores exactly as its current-format twin."""
+    import torchcaffe as caffe
+
+    new = caffe.proto.caffe_pb2.NetParameter()
+    with open(setup.cls_weights, "rb") as f:
+        new.ParseFromString(f.read())
+    fc = [layer for layer in new.layer if layer.name == "fc8"][0]
+    w, b = (caffe.io.blobproto_to_array(blob) for blob in fc.blobs)
+    (tmp_path / "v1.prototxt").write_text(
+        'name: "tiny_v1"\ninput: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 8\ninput_dim: 8\n'
+        f'layers {{ name: "fc8" type: INNER_PRODUCT bottom: "data" top: "fc8" '
+        f'inner_product_param {{ num_output: {len(CLASSES)} }} }}\n'
+        'layers { name: "prob" type: SOFTMAX bottom: "fc8" top: "prob" }\n')
+    old = caffe.proto.caffe_pb2.NetParameter(name="tiny_v1")
+    layer = old.layers.add(name="fc8", type=caffe.proto.caffe_pb2.V1LayerParameter.INNER_PRODUCT)
+    for arr, shape in ((w, (1, 1) + w.shape), (b, (1, 1, 1) + b.shape)):
+        blob = layer.blobs.add(num=shape[0], channels=shape[1], height=shape[2], width=shape[3])
+        blob.data.extend(arr.ravel().tolist())
+    (tmp_path / "v1.caffemodel").write_bytes(old.SerializeToString())
+    argv = setup.argv(tmp_path / "v1.json")
+    argv[argv.index("--classifier-prototxt") + 1] = str(tmp_path / "v1.prototxt")
+    argv[argv.index("--classifier-caffemodel") + 1] = str(tmp_path / "v1.caffemodel")
+    assert ev.main(argv) == 0
+    a, b = load(tmp_path / "v1.json"), load(first_run)
+    for name in ev.VARIANTS:
+        assert a[name] == b[name]
