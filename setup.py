@@ -30,9 +30,10 @@ setup(
         "opencv-python-headless>=4.8,<5",
         "tqdm>=4.60",
         "matplotlib>=3.6",
+        "pydot>=1.4",  # caffe.draw / tools/draw_net.py (rendering also needs graphviz's dot program)
     ],
     # scikit-learn: the released soft-encoding (ball tree) that tools/bench_soft_encoding.py compares with;
     # grpcio-tools: its protoc checks that the committed caffe_pb2.py is caffe.proto's
-    extras_require={"test": ["pytest>=7", "scikit-learn>=1.2", "grpcio-tools>=1.60"]},
+    extras_require={"test": ["pytest>=7", "scikit-learn>=1.2", "grpcio-tools>=1.60", "selenium>=4.10"]},
     entry_points={"console_scripts": ["caffe=torchcaffe.cli:main"]},
 )

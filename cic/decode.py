@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ._interop import numpy_io
-from .bins import as_centers
+from .bins import centers_on
 
 #: The paper's temperature.
 DEFAULT_T = 0.38
@@ -36,7 +36,7 @@ def _expect(prob: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 def decode_mode(scores: torch.Tensor, centers=None, logits: bool = True) -> torch.Tensor:
     """ab ``(N, 2, *spatial)`` of the most probable bin."""
     z = _logits(scores, logits)
-    c = as_centers(centers, z)
+    c, _ = centers_on(centers, z)
     return c[z.argmax(dim=1)].movedim(-1, 1)
 
 
@@ -48,7 +48,7 @@ def annealed_mean(scores: torch.Tensor, T: float = DEFAULT_T, centers=None, logi
     if T == 0:
         return decode_mode(scores, centers, logits)
     z = _logits(scores, logits)
-    c = as_centers(centers, z)
+    c, _ = centers_on(centers, z)
     if c.shape[0] != z.shape[1]:
         raise ValueError(f"annealed_mean: {z.shape[1]} score channels but {c.shape[0]} bins")
     return _expect(torch.softmax(z / T, dim=1), c)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ._interop import numpy_io
-from .bins import as_centers
+from .bins import centers_on
 
 #: Paper's number of neighbours.
 DEFAULT_K = 5
@@ -108,9 +108,13 @@ def _table_cpu(key: bytes, q: int, k: int):
 _TABLES: dict = {}
 
 
-def _table(c: torch.Tensor, k: int, released: bool):
-    key = ("released" if released else c.detach().cpu().double().numpy().tobytes(), c.shape[0], k,
-           c.device, c.dtype)
+def _table(c: torch.Tensor, k: int, host_key=None):
+    """The candidate table of centres ``c`` on ``c``'s device, cached; ``host_key``: a host-side identity of
+    the centres (from :func:`cic.bins.centers_on`), so that finding the cached table reads nothing back
+    from the device."""
+    if host_key is None:
+        host_key = c.detach().cpu().double().numpy().tobytes()
+    key = (host_key, c.shape[0], k, c.device, c.dtype)
     if key not in _TABLES:
         built = _table_cpu(c.detach().cpu().double().numpy().tobytes(), c.shape[0], k)
         if len(_TABLES) > 64:
@@ -156,7 +160,7 @@ def knn_bins(ab: torch.Tensor, k: int = DEFAULT_K, centers=None, chunk: int = DE
     _check_ab(ab)
     if not ab.is_floating_point():
         ab = ab.to(torch.float32)
-    c = as_centers(centers, ab)
+    c, host_key = centers_on(centers, ab)
     Q = c.shape[0]
     if not 1 <= k <= Q:
         raise ValueError(f"k must be in 1..{Q}, got {k}")
@@ -169,9 +173,10 @@ def knn_bins(ab: torch.Tensor, k: int = DEFAULT_K, centers=None, chunk: int = DE
     dist = torch.empty(pts.shape[0], k, dtype=ab.dtype, device=ab.device)
     index = torch.empty(pts.shape[0], k, dtype=torch.long, device=ab.device)
     ca, cb = c[:, 0], c[:, 1]
-    tab = _table(c, k, released=centers is None) if method == "table" else None
+    tab = _table(c, k, host_key) if method == "table" else None
     if tab is not None:
         lo, cell, (na, nb), table, ca_pad, cb_pad = tab
+        outside = torch.empty(pts.shape[0], dtype=torch.bool, device=ab.device)
     for s in range(0, pts.shape[0], chunk):
         p = pts[s:s + chunk]
         if tab is None:
@@ -183,13 +188,18 @@ def knn_bins(ab: torch.Tensor, k: int = DEFAULT_K, centers=None, chunk: int = DE
             cell_id = ij[:, 0].clamp_(max=na - 1) * nb + ij[:, 1].clamp_(max=nb - 1)
             cand = table[cell_id]                                        # (P, M) candidate bins
             d2 = _sqdist(p, torch.take(ca_pad, cand), torch.take(cb_pad, cand))
-            vals, j = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-            idx = cand.gather(1, j)
-            out = ~inside
-            if out.any():                                                # rare: far from the bins, or NaN
-                vals[out], idx[out] = _brute_topk(p[out], ca, cb, k)
+            vals, idx = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+            idx = cand.gather(1, idx)
+            torch.logical_not(inside, out=outside[s:s + chunk])
         dist[s:s + chunk] = vals
         index[s:s + chunk] = idx
+    if tab is not None:
+        # rare: far from the bins, or NaN.  One look at the device for the whole batch (not one per chunk).
+        far = outside.nonzero().squeeze(1)
+        if far.numel():
+            for s in range(0, far.numel(), chunk):
+                f = far[s:s + chunk]
+                dist[f], index[f] = _brute_topk(pts[f], ca, cb, k)
 
     def back(x):
         return x.reshape(n, -1, k).transpose(1, 2).reshape(n, k, *spatial)
@@ -216,7 +226,7 @@ def soft_encode(ab: torch.Tensor, k: int = DEFAULT_K, sigma: float = DEFAULT_SIG
     if not isinstance(ab, torch.Tensor) or not ab.is_floating_point():
         _check_ab(ab)
         ab = ab.to(torch.float32)
-    c = as_centers(centers, ab)
+    c, _ = centers_on(centers, ab)
     d2, idx = knn_bins(ab, k, centers, chunk)
     w = torch.softmax(d2 * (-0.5 / sigma ** 2), dim=1)  # = exp(-d^2/2s^2) / sum, computed stably
     shape = (ab.shape[0], c.shape[0]) + tuple(ab.shape[2:])

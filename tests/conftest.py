@@ -9,7 +9,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-GOLDEN = SHARED / "caffe_golden"
+# BVLC Caffe's golden data: ../shared/caffe_golden beside the checkout (CI), or where TORCHCAFFE_GOLDEN points
+# (tools/device_check.sh on a machine where it lies elsewhere), or shared/caffe_golden inside the checkout
+GOLDEN = next((p for p in (Path(os.environ["TORCHCAFFE_GOLDEN"]) if os.environ.get("TORCHCAFFE_GOLDEN") else None,
+                           SHARED / "caffe_golden", REPO / "shared" / "caffe_golden") if p is not None and p.is_dir()),
+              SHARED / "caffe_golden")
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,7 @@ from torchcaffe import cli, glog, protoio
 from torchcaffe.proto import caffe_pb2
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-import parse_log  # noqa: E402
+from colorization import training_log as parse_log  # noqa: E402
 
 TINY_NET = """name: "tiny"
 layer {{ name: "data" type: "HDF5Data" top: "data" top: "label"
@@ -143,7 +142,7 @@ def test_train_logs_parse_and_cpu_despite_solver_mode_gpu(tmp_path, monkeypatch,
     tr, te = parse_log.save_csv_files(str(d / "train.log"), str(d), train, test)
     assert open(tr).readline().strip() == "NumIters,Seconds,LearningRate,loss"
     assert open(te).readline().strip() == "NumIters,Seconds,LearningRate,accuracy,loss"
-    assert parse_log.main([str(d / "train.log"), str(d)]) == 0
+    assert parse_log.parse_main([str(d / "train.log"), str(d)]) == 0
 
     # test and time on the trained model
     assert cli.main(["test", "-model", "net.prototxt", "-weights", "snap/tiny_iter_30.caffemodel",
@@ -208,6 +207,8 @@ def test_signal_handler_polls_and_clears():
     from torchcaffe.parallel import SignalHandler
     from torchcaffe.solver import SolverAction
 
+    # whatever was installed before (default_int_handler, or SIG_IGN in a process started in the background)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGHUP)}
     h = SignalHandler(SolverAction.STOP, SolverAction.SNAPSHOT).install()
     try:
         assert h() == SolverAction.NONE
@@ -219,6 +220,6 @@ def test_signal_handler_polls_and_clears():
         assert h() == SolverAction.NONE
     finally:
         h.uninstall()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert {s: signal.getsignal(s) for s in before} == before, "uninstall must restore the previous handlers"
     with pytest.raises(ValueError, match="Invalid signal effect"):
         SolverAction.parse("explode")

@@ -115,6 +115,8 @@ def main(argv=None) -> int:
     ap.add_argument("--open", action="store_true", help="open the report in a web browser at the end")
     ap.add_argument("--iterations", type=int, default=0,
                     help="train for N iterations instead of the solver's max_iter (a quicker, poorer demo)")
+    ap.add_argument("--data-only", action="store_true",
+                    help="stop after the data (steps 1-3: images, LMDBs, prior); used by tools/device_check.sh")
     args = ap.parse_args(argv)
     t0 = time.time()
     OUT.mkdir(exist_ok=True)
@@ -132,6 +134,9 @@ def main(argv=None) -> int:
               f"{len(manifest['skipped'])} skipped")
     print("== 3. the ab prior of the train split")
     run([py, "tools/compute_prior.py", "--lmdb", LMDB / "train", "--out", PRIOR, "--no-progress"])
+    if args.data_only:
+        print(f"== data ready in {time.time() - t0:.0f} s: {LMDB.relative_to(REPO)}, {PRIOR.relative_to(REPO)}")
+        return 0
     print("== 4. training: caffe train (CPU)")
     snapshots = REPO / "snapshots" / "demo"
     if snapshots.exists():

@@ -165,6 +165,8 @@ class Net:
         if kwargs:
             raise TypeError(f"Net(): unexpected arguments {sorted(kwargs)}")
         self.device = torch.device(device) if device is not None else mode.get_device()
+        if self.device.type == "cuda":
+            mode.apply_cuda_math()  # Caffe-exact float32 unless mode.set_exact_math(False)
         self.phase = phase
         if isinstance(network, caffe_pb2.NetParameter):
             from .upgrade import upgrade_net
@@ -492,12 +494,20 @@ class Net:
         for lid, layer in enumerate(self.layers):
             layer.reshape(*self._io(lid))
 
-    def _forward_layer(self, lid: int) -> float:
-        """Caffe's Layer::Forward: reshape, forward, and the layer's weighted loss."""
+    def _forward_layer(self, lid: int, as_tensor: bool = False):
+        """Caffe's Layer::Forward: reshape, forward, and the layer's weighted loss (``as_tensor``: a float32
+        0-d tensor on the device, or None without loss tops -- nothing is read back to the host)."""
         layer = self.layers[lid]
         bottom, top = self._io(lid)
         layer.reshape(bottom, top)
         layer.forward(bottom, top)
+        if as_tensor:
+            loss = None
+            for j, w in enumerate(layer.top_loss_weights):
+                if w:
+                    t = top[j].data_t.to(torch.float32).sum() * w
+                    loss = t if loss is None else loss + t
+            return loss
         return sum(w * float(top[j].data_t.sum()) for j, w in enumerate(layer.top_loss_weights) if w)
 
     def _backward_layer(self, lid: int, keep: Iterable[str] = ()) -> None:
@@ -533,6 +543,17 @@ class Net:
         self.backward_from_to()
         return loss
 
+    def forward_backward_tensor(self) -> torch.Tensor:
+        """``forward_backward`` for the solver's hot loop: the total weighted loss as a float32 0-d tensor on the
+        net's device, summed in float32 as Caffe's Net::ForwardFromTo does; nothing is read back to the host."""
+        loss = None
+        for lid in range(len(self.layers)):
+            one = self._forward_layer(lid, as_tensor=True)
+            if one is not None:
+                loss = one if loss is None else loss + one
+        self.backward_from_to()
+        return loss if loss is not None else torch.zeros((), dtype=torch.float32, device=self.device)
+
     def forward(self, blobs: Optional[Iterable[str]] = None, start: Optional[str] = None,
                 end: Optional[str] = None, **kwargs) -> Dict[str, np.ndarray]:
         """pycaffe's Net.forward: set inputs from kwargs, run start..end, return the output blobs."""
@@ -540,12 +561,17 @@ class Net:
             if name not in self.inputs:
                 raise NetError(f"forward(): '{name}' is not an input blob of net '{self.name}' "
                                f"(inputs: {', '.join(self.inputs) or 'none'})")
-            value = np.asarray(value)
+            if not isinstance(value, torch.Tensor):
+                value = np.asarray(value)
             blob = self.blobs[name]
             if value.shape[0] != blob.shape[0]:
                 raise NetError(f"forward(): input '{name}' has batch size {value.shape[0]}, the net expects "
                                f"{blob.shape[0]} (reshape the blob first)")
-            blob.data[...] = value
+            if isinstance(value, torch.Tensor):  # e.g. already on the device: no trip through numpy
+                t = value.detach().to(device=blob.data_t.device, dtype=blob.data_t.dtype)
+                blob.data_t = t.expand(blob.shape).clone()
+            else:
+                blob.data[...] = value
         s = self._layer_index(start, 0)
         e = self._layer_index(end, len(self.layers) - 1)
         self.forward_from_to(s, e)
@@ -567,6 +593,47 @@ class Net:
         outs |= set(diffs or ())
         return {n: self.blobs[n].diff for n in outs}
 
+    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """pycaffe's Net.set_input_arrays: feed the net's first layer, a MemoryData layer, with ``data``
+        (n x C x H x W float32, C-contiguous) and ``labels`` (n, or n x 1 x 1 x 1, float32); n must be a
+        multiple of its batch size.  The layer keeps the arrays (not copies), as pycaffe does."""
+        if isinstance(labels, np.ndarray) and labels.ndim == 1:
+            labels = np.ascontiguousarray(labels[:, np.newaxis, np.newaxis, np.newaxis])
+        return self._set_input_arrays(data, labels)
+
+    def _set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """pycaffe's C++ Net_SetInputArrays: the same checks and RuntimeError messages, then
+        MemoryDataLayer::Reset."""
+        from .builtin.memory_data import MemoryDataLayer
+
+        md = self.layers[0] if self.layers else None
+        if not isinstance(md, MemoryDataLayer):
+            raise RuntimeError("set_input_arrays may only be called if the first layer is a MemoryDataLayer")
+
+        def check(arr, name: str, channels: int, height: int, width: int) -> None:
+            if not isinstance(arr, np.ndarray):
+                raise RuntimeError(f"{name} must be a numpy array, got {type(arr).__name__}")
+            if not arr.flags["C_CONTIGUOUS"]:
+                raise RuntimeError(f"{name} must be C contiguous")
+            if arr.ndim != 4:
+                raise RuntimeError(f"{name} must be 4-d")
+            if arr.dtype != np.float32:
+                raise RuntimeError(f"{name} must be float32")
+            if arr.shape[1] != channels:
+                raise RuntimeError(f"{name} has wrong number of channels")
+            if arr.shape[2] != height:
+                raise RuntimeError(f"{name} has wrong height")
+            if arr.shape[3] != width:
+                raise RuntimeError(f"{name} has wrong width")
+
+        check(data, "data array", md.channels, md.height, md.width)
+        check(labels, "labels array", 1, 1, 1)
+        if data.shape[0] != labels.shape[0]:
+            raise RuntimeError("data and labels must have the same first dimension")
+        if data.shape[0] % md.batch_size != 0:
+            raise RuntimeError("first dimensions of input arrays must be a multiple of batch size")
+        md.reset(data, labels, data.shape[0])
+
     # -- parameters -----------------------------------------------------------------------------------------
     def clear_param_diffs(self) -> None:
         for p in self.learnable_params:
@@ -584,26 +651,28 @@ class Net:
         As in Caffe's CopyTrainedLayersFromHDF5, an HDF5 file may lack a parameter that this net shares with
         another layer (Caffe does not write shared parameters there); everywhere else the counts must agree.
         """
-        from .protoio import is_missing_blob, proto_shape, proto_to_array, shapes_match
+        from .protoio import is_missing_blob, proto_shape, proto_to_array, shape_string, shapes_match
 
         n_src, n_dst = len(protos), len(layer.blobs)
         if (n_src != n_dst) if not hdf5 else (n_src > n_dst):
-            raise NetError(f"incompatible number of blobs for layer '{layer_name}': {source} has "
-                           f"{n_src}, the net has {n_dst}")
-        lid = self._layer_names.index(layer_name) if layer_name in self.layer_dict else -1
+            raise NetError(f"Incompatible number of blobs for layer {layer_name} ({source} has {n_src}, the net "
+                           f"has {n_dst})")
+        lid = self._layer_names.index(layer_name) if layer_name in self._layer_names else -1
         for i, blob in enumerate(layer.blobs):
             bp = protos[i] if i < n_src else None
             if bp is None or (hdf5 and is_missing_blob(bp)):
                 if lid >= 0 and self._is_shared_param(lid, i):
                     continue
-                raise NetError(f"incompatible number of blobs for layer '{layer_name}': {source} lacks "
-                               f"parameter {i}, which the net does not share with another layer")
+                raise NetError(f"Incompatible number of blobs for layer {layer_name} ({source} lacks "
+                               f"parameter {i}, which the net does not share with another layer)")
             if not shapes_match(bp, blob.shape):
-                raise NetError(f"cannot copy param {i} weights from layer '{layer_name}' ({source}); shape "
-                               f"mismatch: source param shape is {proto_shape(bp)}, target param shape is "
-                               f"{blob.shape}")
+                raise NetError(f"Cannot copy param {i} weights from layer '{layer_name}' ({source}); shape "
+                               f"mismatch.  Source param shape is {shape_string(proto_shape(bp))}; target param "
+                               f"shape is {shape_string(blob.shape)}. To learn this layer's parameters from "
+                               f"scratch rather than copying from a saved net, rename the layer.")
             arr = proto_to_array(bp).reshape(blob.shape)
-            blob.data_t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+            # (np.ascontiguousarray would turn a 0-axis blob, a learned scalar, into shape (1,))
+            blob.data_t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32).reshape(blob.shape))
 
     def _is_shared_param(self, layer_id: int, index: int) -> bool:
         try:
@@ -615,8 +684,14 @@ class Net:
     def copy_from(self, weights: Union[str, "caffe_pb2.NetParameter"]) -> List[str]:
         """Copy trained weights by layer name (Caffe's CopyTrainedLayersFrom; .caffemodel or HDF5).
 
-        Layers of the source that this net lacks, or that carry no blobs, are ignored; returns the names of
-        the layers whose weights were copied.
+        Layers of the source that this net lacks are ignored.  A layer of the same name must carry as many
+        blobs of the same shapes as the net's (else :class:`NetError` with Caffe's "Incompatible number of
+        blobs for layer X" or "Cannot copy param i weights from layer 'X'; shape mismatch" message).  Returns
+        the names of the layers whose weights were copied.
+
+        Beyond Caffe (which only logs the extra layers of the source): afterwards ``net.uncovered_layers``
+        names the layers with parameters that no weights copied so far have set (in net order); when there
+        are any, one warning line lists them.
         """
         from .protoio import is_hdf5_weights, read_net_weights
 
@@ -627,11 +702,43 @@ class Net:
             src, hdf5 = read_net_weights(source), is_hdf5_weights(source)
         copied = []
         for lp in src.layer:
-            if lp.name not in self.layer_dict or not len(lp.blobs):
+            layer = self.layer_dict.get(lp.name)
+            if layer is None or (not len(lp.blobs) and not len(layer.blobs)):
                 continue
-            self._copy_layer_blobs(lp.name, self.layer_dict[lp.name], lp.blobs, source, hdf5=hdf5)
+            self._copy_layer_blobs(lp.name, layer, lp.blobs, source, hdf5=hdf5)
             copied.append(lp.name)
+        covered = self.__dict__.setdefault("_covered_layers", set())
+        covered.update(copied)
+        missing = self.uncovered_layers
+        if missing:
+            with_params = sum(1 for l in self.layers if l.blobs)
+            glog.warning(f"{source}: {with_params - len(missing)} of the {with_params} layers with parameters "
+                         f"were set from it; left at their initial values: {', '.join(missing)}",
+                         src="net.cpp:0")
         return copied
+
+    @property
+    def uncovered_layers(self) -> List[str]:
+        """Names of the layers with parameter blobs that no ``copy_from`` / ``weights=`` has set (in net
+        order); a layer whose parameters are all shared with a set layer counts as set."""
+        covered = self.__dict__.get("_covered_layers", set())
+        out = []
+        for lid, (name, layer) in enumerate(zip(self._layer_names, self.layers)):
+            if not layer.blobs or name in covered:
+                continue
+            owners = []
+            for i in range(len(layer.blobs)):
+                try:
+                    pid = self._param_layer_index.index((lid, i))
+                except ValueError:
+                    owners = None
+                    break
+                owner = self._param_owner[pid]
+                owners.append(None if owner == -1 else self._layer_names[self._param_layer_index[owner][0]])
+            if owners and all(o is not None and o in covered for o in owners):
+                continue
+            out.append(name)
+        return out
 
     def share_with(self, other: "Net") -> None:
         """Use ``other``'s parameter blobs for the layers of the same name (Caffe's ShareTrainedLayersWith)."""
@@ -683,6 +790,8 @@ class Net:
     def to(self, device) -> "Net":
         """Move every blob and parameter to ``device``."""
         device = torch.device(device)
+        if device.type == "cuda":
+            mode.apply_cuda_math()
         seen = set()
         for b in list(self._blob_list) + [p for l in self.layers for p in l.blobs]:
             if id(b) not in seen:
@@ -695,7 +804,7 @@ class Net:
 
     def time_layers(self, iterations: int = 50) -> List[tuple]:
         """Average forward and backward milliseconds per layer (for ``caffe time``)."""
-        sync = (torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None))
+        sync = ((lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None))
         fwd = [0.0] * len(self.layers)
         bwd = [0.0] * len(self.layers)
 
