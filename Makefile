@@ -17,8 +17,9 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# Ends by printing the path of demo_out/report.html (one offline page); `make demo DEMO_ARGS=--open` also opens it.
 demo: install
-	$(PY) tools/demo.py
+	$(PY) tools/demo.py $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -q tests
