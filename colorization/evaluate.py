@@ -603,6 +603,9 @@ def add_arguments(ap: argparse.ArgumentParser, outputs: bool = True) -> None:
     ap.add_argument("--chunk", type=int, default=250,
                     help="images per cache file for a new cache (default 250; an existing cache keeps its own)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--exact", action="store_true",
+                    help="run the colorization net in Caffe's exact float32 (default: the fast inference path, "
+                         "mean |delta ab| <= 1 against exact; see torchcaffe.fast)")
 
 
 def load_prior_arg(spec):
@@ -638,13 +641,15 @@ def run(args, cache_dir) -> Results:
         raise EvaluationError(f"{dataset.description}: no images")
     prior, prior_name = load_prior_arg(args.prior)
     try:
-        colorizer = Colorizer(args.prototxt, args.caffemodel, device=device)
+        colorizer = Colorizer(args.prototxt, args.caffemodel, device=device,
+                              fast=not getattr(args, "exact", False))
     except (OSError, ValueError) as e:
         raise EvaluationError(f"{args.caffemodel}: {e}") from None
     classifier = None
     config = {"version": CACHE_VERSION, "chunk": args.chunk, "dataset": dataset.fingerprint(),
               "prototxt": file_digest(args.prototxt), "caffemodel": file_digest(args.caffemodel),
-              "prior": None if prior is None else hashlib.sha256(prior.tobytes()).hexdigest(), "classifier": None}
+              "prior": None if prior is None else hashlib.sha256(prior.tobytes()).hexdigest(), "classifier": None,
+              "exact": bool(getattr(args, "exact", False))}
     if args.classifier_prototxt:
         mean = parse_mean(args.classifier_mean)
         classifier = Classifier(args.classifier_prototxt, args.classifier_caffemodel, mean,

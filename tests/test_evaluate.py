@@ -181,6 +181,9 @@ def test_cache_of_other_settings_is_refused(setup, first_run, tmp_path, capsys):
     assert ev.main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("evaluate: ") and "caffemodel" in err and "\n" not in err
+    # the exact float32 path and the fast path do not share a cache either
+    assert ev.main(setup.argv(tmp_path / "y.json", "--cache", cache, "--exact")) == 1
+    assert "exact" in capsys.readouterr().err
 
 
 def test_image_folder_with_labels_file_matches_the_lmdb(setup, first_run, tmp_path):
