@@ -36,7 +36,9 @@ def test_layer_case_matches_bvlc(case, monkeypatch):
     assert sorted(net.blobs) == sorted(k[len("data__"):] for k in z.files if k.startswith("data__"))
     for b, blob in net.blobs.items():
         assert_close(blob.data, z[f"data__{b}"], name=f"{case.name}: data of {b}")
-    if not case.backward:
+    if not case.backward:  # the diffs as a forward leaves them
+        for b, blob in net.blobs.items():
+            assert_close(blob.diff, z[f"diff__{b}"], name=f"{case.name}: diff of {b} after forward")
         return
     diffs = {k[len("topdiff__"):]: z[k] for k in z.files if k.startswith("topdiff__")}
     net.backward(**diffs)

@@ -365,6 +365,7 @@ class Net:
             if w:
                 name = self._blob_names[tid]
                 self.blob_loss_weights[name] = float(w)
+                self._blob_list[tid].diff_t.fill_(float(w))  # Caffe's SetLossWeights: the weight is the top's diff
         layer.top_loss_weights = [float(w) for w in weights]
 
     def _append_param(self, layer_id: int, lp, p: int) -> None:
@@ -573,14 +574,18 @@ class Net:
         """Run layers start..end (inclusive), with the before/after_forward hooks; returns the weighted loss
         of the layers run."""
         end = len(self.layers) - 1 if end is None else end
-        loss = 0.0
+        return sum(self._forward_run(start, end), 0.0)
+
+    def _forward_run(self, start: int, end: int, as_tensor: bool = False):
+        """Layers start..end (inclusive) with the before/after_forward hooks; yields each layer's weighted
+        loss (see ``_forward_layer``)."""
         for lid in range(start, end + 1):
             for fn in self._hooks["before_forward"]:
                 fn(lid)
-            loss += self._forward_layer(lid)
+            one = self._forward_layer(lid, as_tensor)
             for fn in self._hooks["after_forward"]:
                 fn(lid)
-        return loss
+            yield one
 
     def backward_from_to(self, start: Optional[int] = None, end: int = 0, keep_diffs: Iterable[str] = ()) -> None:
         """Run backward of layers start down to end (inclusive), for those that need it, with the
@@ -648,18 +653,12 @@ class Net:
     def forward_backward_tensor(self) -> torch.Tensor:
         """``forward_backward`` for the solver's hot loop: the total weighted loss as a float32 0-d tensor on the
         net's device, summed in float32 as Caffe's Net::ForwardFromTo does; nothing is read back to the host."""
-        loss = None
         with _host_arrays_live():
-            for lid in range(len(self.layers)):
-                for fn in self._hooks["before_forward"]:
-                    fn(lid)
-                one = self._forward_layer(lid, as_tensor=True)
-                for fn in self._hooks["after_forward"]:
-                    fn(lid)
-                if one is not None:
-                    loss = one if loss is None else loss + one
+            losses = [one for one in self._forward_run(0, len(self.layers) - 1, as_tensor=True) if one is not None]
             self.backward_from_to()
-        return loss if loss is not None else torch.zeros((), dtype=torch.float32, device=self.device)
+        if not losses:
+            return torch.zeros((), dtype=torch.float32, device=self.device)
+        return sum(losses[1:], losses[0])
 
     def forward(self, blobs: Optional[Iterable[str]] = None, start: Optional[str] = None,
                 end: Optional[str] = None, **kwargs) -> Dict[str, np.ndarray]:

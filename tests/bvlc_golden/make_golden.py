@@ -7,7 +7,7 @@ Run with BVLC's own pycaffe, never torchcaffe (the build of ../shared/tools/buil
 
 Each npz holds ``input__B`` (what was fed), ``param__L__i`` (the weights as BVLC's fillers made them),
 ``data__B`` (every blob after forward), ``topdiff__B`` (the random diffs given to the outputs that are not
-losses), ``diff__B`` (every blob's diff after backward) and ``param_diff__L__i``. Inputs and top diffs come
+losses), ``diff__B`` (every blob's diff after backward, or after forward in a forward-only case) and ``param_diff__L__i``. Inputs and top diffs come
 from a generator seeded by the case name, so a case's file changes only when the case does.
 """
 import argparse
@@ -56,6 +56,9 @@ def record(case) -> dict:
         for name, blobs in net.params.items():
             for i, p in enumerate(blobs):
                 out[f"param_diff__{name}__{i}"] = p.diff.copy()
+    else:  # the diffs as a forward leaves them (a loss top's diff holds its loss weight from set-up on)
+        for b, blob in net.blobs.items():
+            out[f"diff__{b}"] = blob.diff.copy()
     return out
 
 
