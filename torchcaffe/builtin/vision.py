@@ -40,6 +40,21 @@ def _spatial_values(layer, p, name: str, n: int, default, h_field: str, w_field:
     return [int(rep[0 if len(rep) == 1 else i]) for i in range(n)]
 
 
+def _set_conv_geometry(layer, p, n: int) -> None:
+    """``layer.kernel / stride / pad / dilation`` (one value per spatial axis) from a ConvolutionParameter,
+    with Caffe's checks (BaseConvolutionLayer::LayerSetUp, shared by Im2col)."""
+    layer.kernel = _spatial_values(layer, p, "kernel_size", n, None, "kernel_h", "kernel_w")
+    if any(k <= 0 for k in layer.kernel):
+        raise layer.error("Filter dimensions must be nonzero (kernel_size)")
+    layer.stride = _spatial_values(layer, p, "stride", n, 1, "stride_h", "stride_w")
+    if any(s <= 0 for s in layer.stride):
+        raise layer.error("Stride dimensions must be nonzero (stride)")
+    layer.pad = _spatial_values(layer, p, "pad", n, 0, "pad_h", "pad_w")
+    layer.dilation = _spatial_values(layer, p, "dilation", n, 1, None, None)
+    if any(d <= 0 for d in layer.dilation):
+        raise layer.error("dilation must be positive")
+
+
 class _BaseConvolution(TorchLayer):
     """Caffe's BaseConvolutionLayer: parameters, weight blob layout, multiple bottom/top pairs."""
 
@@ -58,16 +73,7 @@ class _BaseConvolution(TorchLayer):
             raise self.error(f"only 0 to 3 spatial axes (after convolution_param.axis) are supported, the "
                              f"bottom has shape {bottom[0].shape}")
         self.num_spatial = n
-        self.kernel = _spatial_values(self, p, "kernel_size", n, None, "kernel_h", "kernel_w")
-        if any(k <= 0 for k in self.kernel):
-            raise self.error("Filter dimensions must be nonzero (kernel_size)")
-        self.stride = _spatial_values(self, p, "stride", n, 1, "stride_h", "stride_w")
-        if any(s <= 0 for s in self.stride):
-            raise self.error("Stride dimensions must be nonzero (stride)")
-        self.pad = _spatial_values(self, p, "pad", n, 0, "pad_h", "pad_w")
-        self.dilation = _spatial_values(self, p, "dilation", n, 1, None, None)
-        if any(d <= 0 for d in self.dilation):
-            raise self.error("dilation must be positive")
+        _set_conv_geometry(self, p, n)
         self.channels = bottom[0].shape[self.channel_axis]
         self.num_output = int(p.num_output)
         if self.num_output <= 0:
@@ -340,16 +346,7 @@ class Im2colLayer(TorchLayer):
             raise self.error(f"the bottom of shape {bottom[0].shape} has no spatial axis after the channel "
                              f"axis {self.channel_axis}")
         self.num_spatial = n
-        self.kernel = _spatial_values(self, p, "kernel_size", n, None, "kernel_h", "kernel_w")
-        if any(k <= 0 for k in self.kernel):
-            raise self.error("Filter dimensions must be nonzero (kernel_size)")
-        self.stride = _spatial_values(self, p, "stride", n, 1, "stride_h", "stride_w")
-        if any(s <= 0 for s in self.stride):
-            raise self.error("Stride dimensions must be nonzero (stride)")
-        self.pad = _spatial_values(self, p, "pad", n, 0, "pad_h", "pad_w")
-        self.dilation = _spatial_values(self, p, "dilation", n, 1, None, None)
-        if any(d <= 0 for d in self.dilation):
-            raise self.error("dilation must be positive")
+        _set_conv_geometry(self, p, n)
 
     def reshape(self, bottom, top):
         s = list(bottom[0].shape)
