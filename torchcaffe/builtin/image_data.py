@@ -18,8 +18,9 @@ import torch
 
 from .. import glog
 from ..data_transformer import DataTransformer, TransformError
-from ..layer import Layer, register
+from ..layer import register
 from .data import batch_generator
+from .input import _DataLayer
 
 __all__ = ["ImageDataLayer", "WindowDataLayer", "read_image"]
 
@@ -63,20 +64,10 @@ def _chw(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((img[:, :, None] if img.ndim == 2 else img).transpose(2, 0, 1))
 
 
-class _OpenCVDataLayer(Layer):
-    """No bottoms, no backward; tops data and label, reshaped by each forward pass."""
+class _OpenCVDataLayer(_DataLayer):
+    """Tops data and label, reshaped by each forward pass."""
 
-    exact_bottoms = 0
     exact_tops = 2
-
-    def reshape(self, bottom, top):
-        pass
-
-    def backward(self, top, propagate_down, bottom):
-        pass
-
-    def allow_force_backward(self, bottom_index: int) -> bool:
-        return False
 
     def _transformer(self) -> DataTransformer:
         try:
