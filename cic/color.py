@@ -14,6 +14,9 @@ Conventions
 * ``bgr255_to_lab``: BGR in [0, 255], as Caffe's Data layer delivers images (float or uint8). The released
   ``BGR2LabLayer`` cast to uint8 first; Data-layer values are whole numbers, so this is the same.
 * ``lab_to_rgb``: L in [0, 100], a/b unbounded; output RGB clipped to [0, 1] unless ``clip=False``.
+* ``fit_to_gamut``: Lab colours outside the sRGB gamut brought in by reducing their chroma at constant L and
+  hue (``lab_to_rgb(..., keep_lightness=True)``).  Clipping R, G and B instead (the released scripts' way)
+  changes L and hue; the colorizer must keep the input's own L.
 * numpy helpers ``rgb2lab`` / ``lab2rgb`` mirror scikit-image: channel-last arrays ``(..., 3)``, numpy in
   and out, computed by the torch functions above.
 """
@@ -52,10 +55,51 @@ def bgr255_to_lab(bgr: torch.Tensor) -> torch.Tensor:
     return _kc.rgb_to_lab(x.flip(-3) / 255.0)
 
 
-def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
-    """Lab ``(..., 3, H, W)`` -> sRGB ``(..., 3, H, W)`` in [0, 1] (clipped unless ``clip=False``)."""
+def lab_to_rgb(lab: torch.Tensor, clip: bool = True, keep_lightness: bool = False) -> torch.Tensor:
+    """Lab ``(..., 3, H, W)`` -> sRGB ``(..., 3, H, W)`` in [0, 1] (clipped unless ``clip=False``).
+
+    ``keep_lightness=True``: out-of-gamut colours are first brought into the gamut by ``fit_to_gamut``
+    (chroma reduced at constant L and hue), so the result's L is the input's; R, G, B are then within
+    float rounding of [0, 1] and clipped to it.
+    """
     _check(lab, "lab_to_rgb")
+    if keep_lightness:
+        return _kc.lab_to_rgb(fit_to_gamut(lab), clip=False).clamp(0, 1)
     return _kc.lab_to_rgb(_float(lab, 1.0), clip=clip)
+
+
+def _in_gamut(rgb: torch.Tensor, tol: float) -> torch.Tensor:
+    return ((rgb >= -tol) & (rgb <= 1 + tol)).all(dim=-3)
+
+
+def fit_to_gamut(lab: torch.Tensor, steps: int = 20, tol: float = 1e-5) -> torch.Tensor:
+    """Lab ``(..., 3, H, W)`` with every colour inside the sRGB gamut, at its own L and hue.
+
+    L is clamped to [0, 100]; a colour whose (unclipped) sRGB lies outside [0, 1] has its chroma (a, b)
+    scaled by the largest factor s in [0, 1] that brings it inside, found per pixel by a bisection of
+    ``steps`` halvings (``2**-20`` of the chroma by default; s = 0, the gray of the same L, is always inside).
+    In-gamut colours are returned unchanged.  Scaling a and b together keeps the hue angle exactly.
+    """
+    _check(lab, "fit_to_gamut")
+    lab = _float(lab, 1.0)
+    L = lab[..., :1, :, :].clamp(0, 100)
+    ab = lab[..., 1:, :, :]
+    outside = ~_in_gamut(_kc.lab_to_rgb(torch.cat([L, ab], dim=-3), clip=False), tol)
+    if not bool(outside.any()):
+        return torch.cat([L, ab], dim=-3)
+    Lp = L.movedim(-3, -1)[outside]          # (P, 1)
+    abp = ab.movedim(-3, -1)[outside]        # (P, 2)
+    lo = torch.zeros(Lp.shape[0], dtype=lab.dtype, device=lab.device)
+    hi = torch.ones_like(lo)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        trial = torch.cat([Lp, abp * mid[:, None]], dim=1).T[:, :, None]     # (3, P, 1)
+        ok = _in_gamut(_kc.lab_to_rgb(trial, clip=False), tol)[:, 0]
+        lo = torch.where(ok, mid, lo)
+        hi = torch.where(ok, hi, mid)
+    ab_last = ab.movedim(-3, -1).clone()
+    ab_last[outside] = abp * lo[:, None]
+    return torch.cat([L, ab_last.movedim(-1, -3)], dim=-3)
 
 
 def _channel_last(fn, img: np.ndarray, **kw) -> np.ndarray:
@@ -75,6 +119,9 @@ def rgb2lab(rgb: np.ndarray) -> np.ndarray:
     return _channel_last(rgb_to_lab, rgb)
 
 
-def lab2rgb(lab: np.ndarray, clip: bool = True) -> np.ndarray:
-    """numpy, like ``skimage.color.lab2rgb``: Lab ``(..., 3)`` -> RGB ``(..., 3)`` floats in [0, 1]."""
-    return _channel_last(lab_to_rgb, lab, clip=clip)
+def lab2rgb(lab: np.ndarray, clip: bool = True, keep_lightness: bool = False) -> np.ndarray:
+    """numpy, like ``skimage.color.lab2rgb``: Lab ``(..., 3)`` -> RGB ``(..., 3)`` floats in [0, 1].
+
+    ``keep_lightness=True``: out-of-gamut colours lose chroma at constant L instead of being clipped
+    (``fit_to_gamut``)."""
+    return _channel_last(lab_to_rgb, lab, clip=clip, keep_lightness=keep_lightness)
