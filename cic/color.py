@@ -68,38 +68,61 @@ def lab_to_rgb(lab: torch.Tensor, clip: bool = True, keep_lightness: bool = Fals
     return _kc.lab_to_rgb(_float(lab, 1.0), clip=clip)
 
 
-def _in_gamut(rgb: torch.Tensor, tol: float) -> torch.Tensor:
-    return ((rgb >= -tol) & (rgb <= 1 + tol)).all(dim=-3)
+# sRGB is inside [0, 1] exactly when linear RGB is (the companding is monotone and fixes 0 and 1), so the
+# gamut test needs only Lab -> XYZ -> linear RGB, with kornia's constants (D65 white, its XYZ -> RGB matrix).
+_XYZ_TO_LINEAR_RGB = ((3.2404813432005266, -1.5371515162713185, -0.4985363261688878),
+                      (-0.9692549499965682, 1.8759900014898907, 0.0415559265582928),
+                      (0.0556466391351772, -0.2040413383665112, 1.0573110696453443))
+_WHITE = (0.95047, 1.0, 1.08883)
 
 
-def fit_to_gamut(lab: torch.Tensor, steps: int = 20, tol: float = 1e-5) -> torch.Tensor:
+def _finv(f: torch.Tensor) -> torch.Tensor:
+    return torch.where(f > 0.2068966, f * f * f, (f - 4.0 / 29.0) / 7.787)
+
+
+def _inside(fy: torch.Tensor, Y: torch.Tensor, a: torch.Tensor, b: torch.Tensor, tol: float) -> torch.Tensor:
+    """Whether Lab (flat tensors; ``fy = (L + 16) / 116``, ``Y = finv(fy)``) lies in the sRGB gamut: linear
+    R, G, B within [-tol, 1 + tol].  (No clamp of a negative Z as kornia's lab_to_rgb does: an in-gamut
+    colour never has one.)"""
+    X, Z = _WHITE[0] * _finv(fy + a / 500.0), _WHITE[2] * _finv(fy - b / 200.0)
+    ok = None
+    for m in _XYZ_TO_LINEAR_RGB:
+        c = m[0] * X + m[1] * Y + m[2] * Z
+        inside = (c >= -tol) & (c <= 1 + tol)
+        ok = inside if ok is None else ok & inside
+    return ok
+
+
+def fit_to_gamut(lab: torch.Tensor, steps: int = 12, tol: float = 1e-6) -> torch.Tensor:
     """Lab ``(..., 3, H, W)`` with every colour inside the sRGB gamut, at its own L and hue.
 
-    L is clamped to [0, 100]; a colour whose (unclipped) sRGB lies outside [0, 1] has its chroma (a, b)
-    scaled by the largest factor s in [0, 1] that brings it inside, found per pixel by a bisection of
-    ``steps`` halvings (``2**-20`` of the chroma by default; s = 0, the gray of the same L, is always inside).
-    In-gamut colours are returned unchanged.  Scaling a and b together keeps the hue angle exactly.
+    L is clamped to [0, 100]; a colour outside the gamut (its unclipped sRGB outside [0, 1]) has its chroma
+    (a, b) scaled by the largest factor s in [0, 1] that brings it inside, found per pixel by a bisection of
+    ``steps`` halvings (``2**-12`` of the chroma by default; s = 0, the gray of the same L, is always inside).
+    Colours inside are returned unchanged.  Scaling a and b together keeps the hue angle exactly.
+    The test runs on linear RGB (Lab -> XYZ -> RGB, the constants of ``lab_to_rgb``), only for the pixels
+    outside, so a whole photo costs little more than one conversion.
     """
     _check(lab, "fit_to_gamut")
     lab = _float(lab, 1.0)
-    L = lab[..., :1, :, :].clamp(0, 100)
-    ab = lab[..., 1:, :, :]
-    outside = ~_in_gamut(_kc.lab_to_rgb(torch.cat([L, ab], dim=-3), clip=False), tol)
-    if not bool(outside.any()):
-        return torch.cat([L, ab], dim=-3)
-    Lp = L.movedim(-3, -1)[outside]          # (P, 1)
-    abp = ab.movedim(-3, -1)[outside]        # (P, 2)
-    lo = torch.zeros(Lp.shape[0], dtype=lab.dtype, device=lab.device)
-    hi = torch.ones_like(lo)
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        trial = torch.cat([Lp, abp * mid[:, None]], dim=1).T[:, :, None]     # (3, P, 1)
-        ok = _in_gamut(_kc.lab_to_rgb(trial, clip=False), tol)[:, 0]
-        lo = torch.where(ok, mid, lo)
-        hi = torch.where(ok, hi, mid)
-    ab_last = ab.movedim(-3, -1).clone()
-    ab_last[outside] = abp * lo[:, None]
-    return torch.cat([L, ab_last.movedim(-1, -3)], dim=-3)
+    L = lab[..., 0, :, :].clamp(0, 100)
+    a, b = lab[..., 1, :, :], lab[..., 2, :, :]
+    fy = (L + 16.0) / 116.0
+    outside = ~_inside(fy, _finv(fy), a, b, tol)
+    if bool(outside.any()):
+        fyp, ap, bp = fy[outside], a[outside], b[outside]
+        Yp = _finv(fyp)
+        lo = torch.zeros_like(fyp)
+        hi = torch.ones_like(fyp)
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            ok = _inside(fyp, Yp, ap * mid, bp * mid, tol)
+            lo = torch.where(ok, mid, lo)
+            hi = torch.where(ok, hi, mid)
+        a, b = a.clone(), b.clone()
+        a[outside] = ap * lo
+        b[outside] = bp * lo
+    return torch.stack([L, a, b], dim=-3)
 
 
 def _channel_last(fn, img: np.ndarray, **kw) -> np.ndarray:

@@ -33,8 +33,8 @@ from .paths import DEFAULT_PROTOTXT, REPO  # noqa: F401  (REPO: the benchmarks' 
 RELEASE_TEMPERATURE_SCALE = 2.606  # 1 / 0.38, as the released deploy file writes it
 #: The layers that ``fill_fixed_layers`` provides when weights lack them.
 FIXED_LAYERS = ("class8_ab", "conv8_313_rh")
-#: Pixels per strip when composing the full-resolution output (float32 Lab/RGB temporaries of ~100 MB).
-STRIP_PIXELS = 1 << 21
+#: Pixels per strip when composing the full-resolution output (its float32 temporaries: some 40 MB).
+STRIP_PIXELS = 1 << 18
 
 
 class WeightsError(ValueError):
