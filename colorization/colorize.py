@@ -132,24 +132,6 @@ def output_path(rel: Path, out_dir: Path, ext: Optional[str]) -> Path:
         return out_dir / rel.with_suffix(".png")
 
 
-def select_device(gpu: int) -> str:
-    """``-gpu`` to a torch device, through the runtime's own check (one line naming the flag on failure)."""
-    if gpu < 0:
-        return "cpu"
-    import torchcaffe as caffe
-
-    try:
-        caffe.set_device(gpu)
-        caffe.set_mode_gpu()
-    except (RuntimeError, ValueError, AssertionError) as e:
-        raise UsageError(f"-gpu {gpu}: {e}") from None
-    import torch
-
-    if gpu >= torch.cuda.device_count():
-        raise UsageError(f"-gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return f"cuda:{gpu}"
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -201,10 +183,14 @@ def run(args) -> int:
             todo.append((src, dst))
     skipped = len(jobs) - len(todo) - len(failures)
 
-    device = select_device(args.gpu)
     import torchcaffe as caffe
 
-    from .colorizer import Colorizer
+    from .colorizer import Colorizer, torch_device
+
+    try:
+        device = torch_device(args.gpu)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
     caffe.init_log(1)  # warnings and errors only
     try:

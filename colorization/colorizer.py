@@ -96,6 +96,21 @@ def load_weights(net, weights, prototxt="the net") -> Tuple[list, list]:
     return copied, filled
 
 
+def torch_device(gpu: int) -> str:
+    """Caffe's ``-gpu N`` (``-1``: the CPU) as a torch device, through the runtime's own check
+    (``caffe.set_device`` / ``set_mode_gpu``); ``ValueError`` naming the flag when there is no such device."""
+    if gpu < 0:
+        return "cpu"
+    try:
+        caffe.set_device(gpu)
+        caffe.set_mode_gpu()
+    except (RuntimeError, ValueError, AssertionError) as e:
+        raise ValueError(f"-gpu {gpu}: {e}") from None
+    if gpu >= torch.cuda.device_count():
+        raise ValueError(f"-gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return f"cuda:{gpu}"
+
+
 class Colorizer:
     """A deploy net ready to colorize photos.
 

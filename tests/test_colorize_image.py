@@ -33,6 +33,17 @@ def weights(tmp_path_factory):
     return path
 
 
+@pytest.fixture(autouse=True)
+def keep_log_state():
+    """The command run in-process sets the runtime's log level: restore it for the tests that follow."""
+    from torchcaffe import glog
+
+    saved = dict(glog._state)
+    yield
+    glog._state.clear()
+    glog._state.update(saved)
+
+
 def run(args, capsys):
     rc = colorize.main([str(a) for a in args] + ["-q"])
     out, err = capsys.readouterr()
@@ -290,7 +301,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     from colorization.colorizer import Colorizer
     from colorization.images import Photo
     caffe.init_log(2)
-    h, w = 1500, 2000
+    h, w = 1000, 1500
     model = Colorizer(sys.argv[1], sys.argv[2])
     photo = Photo(np.tile(np.arange(250, dtype=np.uint8)[None, :, None], (h, w // 250, 3)))
     list(model.colorize_photos([Photo(photo.pixels[:600, :600])]))  # warm up: a whole strip's allocations
@@ -303,11 +314,11 @@ MEMORY_SCRIPT = textwrap.dedent("""
 
 
 def test_a_large_photo_is_composed_in_bounded_memory(weights):
-    """Peak RSS growth per pixel while colorizing a 3-megapixel photo: the output (3 B/px) and a few strips
+    """Peak RSS growth per pixel while colorizing a 1.5-megapixel photo: the output (3 B/px) and a few strips
     (STRIP_PIXELS, independent of the photo's size); the whole photo in float32 Lab/RGB would be ~100 B/px.
     (A 20000 x 20000 photo is the same code; see docs/ARCHITECTURE.md for that run.)"""
     r = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(DEPLOY), str(weights)], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     per_pixel = float(r.stdout.split()[-1])
-    assert per_pixel < 3 + 60e6 / 3e6, per_pixel  # the output and at most 60 MB of strips
+    assert per_pixel < 3 + 45e6 / 1.5e6, per_pixel  # the output and at most 45 MB of strips

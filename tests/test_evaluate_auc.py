@@ -4,6 +4,7 @@ import sys
 
 import lmdb
 import numpy as np
+import pytest
 import skimage.data
 from skimage.color import rgb2lab
 from skimage.transform import resize
@@ -37,3 +38,47 @@ def test_evaluate_auc_on_a_tiny_split(tmp_path):
     err = np.sqrt((ab ** 2).sum(1))
     expected = 100 * np.mean([(err <= t).mean() for t in range(151)])
     assert abs(reported - expected) < 0.02, (reported, expected)
+
+
+def _one_line(err):
+    lines = [l for l in err.splitlines() if l.strip() and "it/s" not in l and "img/s" not in l and "%|" not in l]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def keep_log_state():
+    """The commands run in-process set the runtime's log level: restore it for the tests that follow."""
+    from torchcaffe import glog
+
+    saved = dict(glog._state)
+    yield
+    glog._state.clear()
+    glog._state.update(saved)
+
+
+def test_evaluate_auc_errors_are_one_line(tmp_path, capsys, keep_log_state):
+    import torch
+
+    from colorization.evaluate_auc import main
+
+    deploy = REPO / "prototxt" / "demo" / "colorization_deploy.prototxt"
+    weights = tmp_path / "init.caffemodel"
+    caffe.Net(str(deploy), caffe.TEST).save(str(weights))
+    base = ["-prototxt", str(deploy), "-caffemodel", str(weights), "-prior", str(tmp_path / "prior.npy")]
+    np.save(tmp_path / "prior.npy", np.full(313, 1 / 313))
+    capsys.readouterr()
+    assert main(base + ["-lmdb", str(tmp_path / "nowhere")]) == 1
+    assert "-lmdb " in (line := _one_line(capsys.readouterr().err)) and "nowhere: no such LMDB" in line
+    # a record that is not a Datum
+    db = tmp_path / "corrupt"
+    im = np.zeros((3, 16, 16), np.uint8)
+    with lmdb.open(str(db), map_size=1 << 24) as env, env.begin(write=True) as txn:
+        txn.put(b"00000000", caffe.io.array_to_datum(im, label=0).SerializeToString())
+        txn.put(b"00000001", b"\x08\x03garbage that is no Datum")
+    assert main(base + ["-lmdb", str(db), "-batch", "2"]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("evaluate_auc: ") and "corrupt" in line, line
+    if not torch.cuda.is_available():
+        assert main(base + ["-lmdb", str(db), "-gpu", "0"]) == 1
+        assert _one_line(capsys.readouterr().err).startswith("evaluate_auc: -gpu 0:")
