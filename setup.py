@@ -32,7 +32,6 @@ CONSOLE_SCRIPTS = {
     "cic-describe-net": "colorization.describe_net:main",           # tools/describe_net.py
     "cic-make-prototxt": "colorization.make_prototxt:main",         # tools/make_prototxt.py
     "cic-make-gamut-bins": "colorization.gamut_bins:main",          # tools/make_gamut_bins.py
-    "cic-gen-caffe-pb2": "torchcaffe.proto.gen:main",               # tools/gen_caffe_pb2.py
 }
 
 setup(

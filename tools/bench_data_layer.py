@@ -19,12 +19,10 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 
 def build_default_lmdb(folder: str, n: int) -> str:
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    from bench_build_lmdb import make_jpegs
+    from colorization.synthetic import make_jpegs
 
     root = os.path.join(folder, "imagenet")
     if not os.path.exists(root):

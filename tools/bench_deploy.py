@@ -16,13 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from colorization.colorizer import REPO, ab_output, random_colorization_weights  # noqa: E402
-import torchcaffe as caffe  # noqa: E402
+from colorization.colorizer import REPO, ab_output, random_colorization_weights
+import torchcaffe as caffe
 
 DEFAULT = REPO / "prototxt" / "release_v2" / "colorization_deploy_v2.prototxt"
 

@@ -21,11 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-try:
-    import cic
-except ImportError:  # running from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import cic
+import cic
 
 import numpy as np
 import torch
