@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import cic
 import torchcaffe as caffe
 
-from .images import ImageError, Photo, read_photo, write_photo
+from .images import Photo, read_photo, write_photo
 from .paths import DEFAULT_PROTOTXT, REPO  # noqa: F401  (REPO: the benchmarks' checkout root)
 
 RELEASE_TEMPERATURE_SCALE = 2.606  # 1 / 0.38, as the released deploy file writes it
@@ -74,13 +74,20 @@ def load_weights(net, weights, prototxt="the net") -> Tuple[list, list]:
     (``net.uncovered_layers`` after ``copy_from``: a layer is unset when no file of the list set it; the fixed
     layers count as covered, by the weights, a filler or ``fill_fixed_layers``).
     """
+    from torchcaffe import glog
+
     files = [w for w in str(weights).split(",") if w]
     copied, uncovered = [], None
-    for w in files:
-        copied += net.copy_from(w)
-        u = getattr(net, "uncovered_layers", None)
-        if u is not None:
-            uncovered = set(u) if uncovered is None else uncovered & set(u)
+    level = glog.get_level()
+    glog.set_level(max(level, glog.ERROR))  # the runtime's warning on unset layers: reported below instead
+    try:
+        for w in files:
+            copied += net.copy_from(w)
+            u = getattr(net, "uncovered_layers", None)
+            if u is not None:
+                uncovered = set(u) if uncovered is None else uncovered & set(u)
+    finally:
+        glog.set_level(level)
     if uncovered is None:  # a runtime without uncovered_layers: the layers with parameters that no file set
         uncovered = {name for name in net.params if name not in copied}
     filled = fill_fixed_layers(net, copied)

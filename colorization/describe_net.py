@@ -32,7 +32,6 @@ import math
 import sys
 from collections import defaultdict
 from fractions import Fraction
-from pathlib import Path
 
 
 from torchcaffe.proto import caffe_pb2

@@ -19,8 +19,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
 from colorization.synthetic import make_jpegs  # the benchmarks' shared image tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

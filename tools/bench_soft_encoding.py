@@ -19,7 +19,6 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import cic
 
