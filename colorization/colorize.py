@@ -33,10 +33,12 @@ from .images import ImageError, read_photo, writable_format, write_photo
 from .paths import DEFAULT_PROTOTXT, PROTOTXT_DIR
 
 WEIGHTS_HELP = (
-    "-caffemodel is required: the trained weights of the -prototxt net. Train them with `make demo` or "
-    "`caffe train -solver prototxt/solver.prototxt` (snapshots/*.caffemodel), or use the authors' released "
-    "model: colorization_release_v2.caffemodel (from github.com/richzhang/colorization, models/"
-    "fetch_release_models.sh) with -prototxt " + str(PROTOTXT_DIR / "release_v2" / "colorization_deploy_v2.prototxt"))
+    "-caffemodel is required: the trained weights of the -prototxt net. Train them (`make demo`, or "
+    "`caffe train -solver prototxt/solver.prototxt`: snapshots/*.caffemodel), or use the authors' released "
+    "model colorization_release_v2.caffemodel (github.com/richzhang/colorization, its Caffe release: "
+    "models/fetch_release_models.sh; http://eecs.berkeley.edu/~rich.zhang/projects/2016_colorization/files/"
+    "demo_v2/colorization_release_v2.caffemodel) with -prototxt "
+    + str(PROTOTXT_DIR / "release_v2" / "colorization_deploy_v2.prototxt"))
 
 
 def parse_args(argv=None):
