@@ -94,7 +94,9 @@ def _read_list(list_file: Path, root: Optional[str]) -> List[Tuple[Path, Path]]:
         if m and not (base / line).exists():
             line = m.group(1)
         p = Path(line)
-        items.append((p if p.is_absolute() else base / p, Path(p.name) if p.is_absolute() else p))
+        # the output keeps the listed relative path, unless it would leave the output folder
+        inside = not p.is_absolute() and ".." not in p.parts
+        items.append((p if p.is_absolute() else base / p, p if inside else Path(p.name)))
     return items
 
 
@@ -178,6 +180,8 @@ def run(args) -> int:
         key = os.path.normcase(os.path.abspath(dst))
         if key in seen:
             failures.append((src, f"its output {dst} is also the output of {seen[key]} (use -ext or rename)"))
+        elif dst.exists() and src.exists() and os.path.samefile(src, dst):
+            failures.append((src, f"its output {dst} would overwrite it (choose another -img_out)"))
         elif args.skip_existing and dst.exists():
             seen[key] = src
         else:

@@ -322,3 +322,17 @@ def test_a_large_photo_is_composed_in_bounded_memory(weights):
     assert r.returncode == 0, r.stderr
     per_pixel = float(r.stdout.split()[-1])
     assert per_pixel < 3 + 45e6 / 1.5e6, per_pixel  # the output and at most 45 MB of strips
+
+
+def test_outputs_never_overwrite_inputs_or_leave_the_output_folder(tmp_path, weights, capsys):
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(sd.chelsea()).save(tmp_path / "photos" / "cat.png")
+    Image.fromarray(sd.coffee()).save(tmp_path / "coffee.png")
+    before = (tmp_path / "photos" / "cat.png").read_bytes()
+    base = ["-prototxt", DEPLOY, "-caffemodel", weights]
+    rc, so, se = run(["-img_in", tmp_path / "photos", "-img_out", tmp_path / "photos", *base], capsys)
+    assert rc == 1 and "would overwrite it" in se
+    assert (tmp_path / "photos" / "cat.png").read_bytes() == before
+    (tmp_path / "photos" / "list.txt").write_text("../coffee.png\n")
+    rc, so, se = run(["-list", tmp_path / "photos" / "list.txt", "-img_out", tmp_path / "out", *base], capsys)
+    assert rc == 0 and (tmp_path / "out" / "coffee.png").exists()
