@@ -14,7 +14,7 @@ import os
 import numpy as np
 import torch
 
-from .paths import resolve_data_path
+from .paths import DATA_DIR, resolve_data_path
 
 #: File name of the released bin centres inside the toolkit's data/ directory.
 PTS_IN_HULL = "pts_in_hull.npy"
@@ -38,15 +38,22 @@ def _load_cached(path: str) -> np.ndarray:
 def load_bins(path: str | os.PathLike | None = None) -> np.ndarray:
     """Bin centres ``(Q, 2)`` as stored (int64 for the released file); default: the released 313.
 
-    Relative paths resolve against the toolkit's data/ directory.
+    A relative path is looked up in the working directory, then in the toolkit's data/
+    (:func:`cic.resolve_data_path`); the default is always the toolkit's own file.
     """
-    return _load_cached(str(resolve_data_path(path if path is not None else PTS_IN_HULL))).copy()
+    return _load_cached(str(_bins_path(path))).copy()
+
+
+def _bins_path(path):
+    if path is None:
+        return DATA_DIR / PTS_IN_HULL
+    return resolve_data_path(path, must_exist=True, what="bin centres file")
 
 
 def bin_centers(path: str | os.PathLike | None = None, device=None,
                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Bin centres as a float tensor ``(Q, 2)`` on ``device``."""
-    arr = _load_cached(str(resolve_data_path(path if path is not None else PTS_IN_HULL)))
+    arr = _load_cached(str(_bins_path(path)))
     return torch.tensor(arr, device=device, dtype=dtype)
 
 

@@ -164,10 +164,9 @@ class PriorAccumulator:
 
 
 def load_prior(path: str | os.PathLike | None = None) -> np.ndarray:
-    """Load a prior_probs.npy (float64 ``(Q,)``); relative paths resolve against the toolkit's data/."""
-    full = resolve_data_path(path if path is not None else PRIOR_PROBS)
-    if not full.is_file():
-        raise FileNotFoundError(f"prior file not found: {full}")
+    """Load a prior_probs.npy (float64 ``(Q,)``).  A relative path is looked up in the working directory,
+    then in the toolkit's data/ (:func:`cic.resolve_data_path`); a missing file's error lists both."""
+    full = resolve_data_path(path if path is not None else PRIOR_PROBS, must_exist=True, what="prior file")
     p = np.load(full).astype(np.float64)
     if p.ndim != 1 or not np.all(np.isfinite(p)) or np.any(p < 0) or not p.sum() > 0:
         raise ValueError(f"prior file {full}: expected a 1-D non-negative distribution, got shape {p.shape}")
@@ -183,6 +182,9 @@ def save_prior(p, path: str | os.PathLike) -> Path:
         raise ValueError("save_prior: expected a 1-D distribution summing to 1")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, arr)

@@ -39,8 +39,8 @@ def parse_args(argv=None):
     ap.add_argument("-prototxt", "--prototxt", default=str(DEFAULT_PROTOTXT))
     ap.add_argument("-caffemodel", "--caffemodel", required=True)
     ap.add_argument("-lmdb", "--lmdb", required=True, help="LMDB of raw or encoded Datums (BGR)")
-    ap.add_argument("-prior", "--prior", default="prior_probs.npy",
-                    help="prior for the rebalanced AuC (relative names resolve in data/)")
+    ap.add_argument("-prior", "--prior", default="data/prior_probs.npy",
+                    help="prior for the rebalanced AuC (a relative name: the working directory, then the toolkit's data/)")
     ap.add_argument("-batch", "--batch", type=int, default=10)
     ap.add_argument("-limit", "--limit", type=int, default=0, help="score only the first N images")
     ap.add_argument("-gpu", "--gpu", type=int, default=-1)

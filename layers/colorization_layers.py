@@ -9,8 +9,9 @@ Every layer is a thin wrapper over :mod:`cic`. It has two paths that share one i
   Caffe): the blobs are viewed as CPU tensors, the torch path runs, and the results are copied back.
 
 ``param_str`` is JSON (empty = all defaults). Unknown keys and bad values raise ``ValueError`` naming the
-layer class and the key. File paths that are not absolute resolve against the toolkit's ``data/``
-directory, never the working directory.
+layer class and the key. A relative file path resolves as Caffe resolves the other paths of a prototxt,
+against the working directory; when the file is not there, the toolkit's ``data/`` is tried (where the 313
+bins ship). A missing file's error lists both places.
 
 Layers (bottoms -> tops; ``param_str`` keys with their defaults):
 
@@ -110,10 +111,11 @@ class _TorchLayer(_CaffeLayer):
         v = self.params["bins"]
         if not isinstance(v, str) or not v:
             self._fail("bins", f"expected a file path, got {v!r}")
-        path = cic.resolve_data_path(v)
-        if not path.is_file():
-            self._fail("bins", f"bin centres file not found: {path}")
-        if path.resolve() == cic.resolve_data_path(cic.PTS_IN_HULL).resolve():
+        try:
+            path = cic.resolve_data_path(v, must_exist=True, what="bin centres file")
+        except FileNotFoundError as e:
+            self._fail("bins", str(e))
+        if path.resolve() == (cic.DATA_DIR / cic.PTS_IN_HULL).resolve():
             self.centers, self.q = None, cic.Q
         else:
             self.centers = torch.as_tensor(cic.load_bins(path), dtype=torch.float64)
@@ -132,25 +134,31 @@ class _TorchLayer(_CaffeLayer):
     def _setup(self):
         pass
 
+    # BVLC hands a Python layer bottom/top vectors that can be indexed and measured but not iterated
+    # (``for``, ``zip`` and ``list`` raise "No to_python (by-value) converter found for C++ type:
+    # caffe::Blob<float>*"), so every access below goes through an index.
+
     def reshape(self, bottom, top):
         # blob.shape (pycaffe and torchcaffe), not blob.data.shape: on a GPU the latter copies the data to the host
-        for t, shape in zip(top, self.top_shapes([tuple(b.shape) for b in bottom])):
-            t.reshape(*shape)
+        shapes = self.top_shapes([tuple(bottom[i].shape) for i in range(len(bottom))])
+        for i in range(len(top)):
+            top[i].reshape(*shapes[i])
 
     def top_shapes(self, shapes):
         raise NotImplementedError
 
     def forward(self, bottom, top):
-        outs = self.forward_torch([to_tensor(b.data) for b in bottom])
-        for t, o in zip(top, outs):
-            t.data[...] = o.detach().cpu().numpy()
+        outs = self.forward_torch([to_tensor(bottom[i].data) for i in range(len(bottom))])
+        for i in range(len(top)):
+            top[i].data[...] = outs[i].detach().cpu().numpy()
 
     def backward(self, top, propagate_down, bottom):
-        diffs = self.backward_torch([to_tensor(t.diff) for t in top], list(propagate_down),
-                                    [to_tensor(b.data) for b in bottom])
-        for b, d, pd in zip(bottom, diffs, propagate_down):
-            if pd and d is not None:
-                b.diff[...] = d.detach().cpu().numpy()
+        prop = [bool(propagate_down[i]) for i in range(len(bottom))]
+        diffs = self.backward_torch([to_tensor(top[i].diff) for i in range(len(top))], prop,
+                                    [to_tensor(bottom[i].data) for i in range(len(bottom))])
+        for i in range(len(bottom)):
+            if prop[i] and diffs[i] is not None:
+                bottom[i].diff[...] = diffs[i].detach().cpu().numpy()
 
     def backward_torch(self, top_diff, propagate_down, bottom):
         return [None] * len(bottom)
@@ -231,10 +239,10 @@ class PriorBoostLayer(_TorchLayer):
         v = self.params["prior"]
         if not isinstance(v, str) or not v:
             self._fail("prior", f"expected a file path, got {v!r}")
-        path = cic.resolve_data_path(v)
-        if not path.is_file():
-            raise FileNotFoundError(f"{type(self).__name__}: prior file not found: {path} "
-                                    f"(param_str key 'prior' = {v!r})")
+        try:
+            path = cic.resolve_data_path(v, must_exist=True, what="prior file")
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{type(self).__name__}: param_str key 'prior': {e}") from None
         self.weights = cic.rebalance_weights(torch.as_tensor(cic.load_prior(path)), lam)
         self._cache = {}
 
@@ -372,13 +380,13 @@ class BilinearUpsampleLayer(_TorchLayer):
         return [tuple(shapes[0][:2]) + self._size(shapes)]
 
     def forward_torch(self, bottom):
-        size = self._size([tuple(b.shape) for b in bottom])
+        size = self._size([tuple(bottom[i].shape) for i in range(len(bottom))])
         return [cic.upsample_bilinear(bottom[0], size, self.align_corners)]
 
     def backward_torch(self, top_diff, propagate_down, bottom):
         diffs = [None] * len(bottom)
         if propagate_down[0]:
-            size = self._size([tuple(b.shape) for b in bottom])
+            size = self._size([tuple(bottom[i].shape) for i in range(len(bottom))])
             with torch.enable_grad():
                 x = torch.zeros_like(bottom[0], requires_grad=True)
                 out = cic.upsample_bilinear(x, size, self.align_corners)

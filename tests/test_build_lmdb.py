@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # subprocesses get 1 explicitly (
 import numpy as np
 import pytest
 
-from data_helpers import (PYTHON, BUILD_LMDB, WNIDS, datum_of, env_for_subprocess, load_tool,
+from data_helpers import (PYTHON, BUILD_LMDB, WNIDS, datum_of, env_for_subprocess,
                           make_imagenet_tree, read_lmdb, run_build, write)
 
 R = 24  # a small --resize keeps the tests fast
@@ -19,7 +19,9 @@ R = 24  # a small --resize keeps the tests fast
 
 @pytest.fixture(scope="module")
 def bl():
-    return load_tool("build_lmdb")
+    from colorization import build_lmdb
+
+    return build_lmdb
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +128,8 @@ def test_gray_threshold_flag(bl, tree, tmp_path):
 
 def test_compute_prior_reads_a_built_split(tree, built, tmp_path, capsys):
     """tools/compute_prior.py (the cic tool) reads the split; it finds no gray image in it (same rule)."""
-    if not (BUILD_LMDB.parent / "compute_prior.py").exists():
-        pytest.skip("tools/compute_prior.py is not there")
-    cp = load_tool("compute_prior")
+    from colorization import compute_prior as cp
+
     out = tmp_path / "prior_probs.npy"
     assert cp.main(["--lmdb", str(built / "vgg"), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
     prior = np.load(out)

@@ -69,14 +69,20 @@ def test_released_bins_file():
         assert np.array_equal(p, np.loadtxt(REFERENCE_TXT, dtype=np.int64))
 
 
-def test_data_files_resolve_against_data_dir_not_cwd(tmp_path, monkeypatch):
+def test_data_files_resolve_working_directory_first_then_data_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    np.save(tmp_path / "pts_in_hull.npy", np.zeros((3, 2), np.int64))  # a decoy in the working directory
+    # not in the working directory: the toolkit's data/ (where the 313 bins ship)
     assert cic.resolve_data_path("pts_in_hull.npy") == cic.DATA_DIR / "pts_in_hull.npy"
     assert cic.load_bins("pts_in_hull.npy").shape == (313, 2)
+    # a user's own file in the working directory wins, as Caffe resolves a prototxt's paths
+    np.save(tmp_path / "pts_in_hull.npy", np.zeros((3, 2), np.int64))
+    assert cic.resolve_data_path("pts_in_hull.npy") == tmp_path / "pts_in_hull.npy"
+    assert cic.load_bins("pts_in_hull.npy").shape == (3, 2)
+    assert cic.load_bins().shape == (313, 2)            # the default is always the toolkit's own file
     assert cic.resolve_data_path(tmp_path / "x.npy") == tmp_path / "x.npy"
-    with pytest.raises(FileNotFoundError, match="nope.npy"):
+    with pytest.raises(FileNotFoundError) as e:
         cic.load_bins("nope.npy")
+    assert str(tmp_path / "nope.npy") in str(e.value) and str(cic.DATA_DIR / "nope.npy") in str(e.value)
 
 
 def test_gamut_bins_grid10_subset_of_released():

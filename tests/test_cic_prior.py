@@ -142,12 +142,15 @@ def test_prior_boost_is_weight_of_argmax_bin():
 # ---- files --------------------------------------------------------------------------------------------
 
 
-def test_load_prior_resolves_against_data_dir_and_names_the_path(tmp_path, monkeypatch):
+def test_load_prior_resolves_working_directory_first_and_names_both_places(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    np.save(tmp_path / "decoy_prior.npy", random_prior())  # in the working directory: must not be used
-    with pytest.raises(FileNotFoundError, match=re.escape(str(cic.DATA_DIR / "decoy_prior.npy"))):
-        cic.load_prior("decoy_prior.npy")
-    assert np.allclose(cic.load_prior(tmp_path / "decoy_prior.npy"), random_prior())
+    np.save(tmp_path / "cwd_prior.npy", random_prior())  # in the working directory only: found there
+    assert np.allclose(cic.load_prior("cwd_prior.npy"), random_prior())
+    assert np.allclose(cic.load_prior(tmp_path / "cwd_prior.npy"), random_prior())
+    with pytest.raises(FileNotFoundError) as e:
+        cic.load_prior("nowhere_prior.npy")
+    assert str(tmp_path / "nowhere_prior.npy") in str(e.value)
+    assert str(cic.DATA_DIR / "nowhere_prior.npy") in str(e.value)
 
 
 def test_save_prior_is_atomic_and_round_trips(tmp_path):
@@ -165,11 +168,8 @@ def test_save_prior_is_atomic_and_round_trips(tmp_path):
 
 @pytest.fixture(scope="module")
 def compute_prior_tool():
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import compute_prior
-    finally:
-        sys.path.remove(str(REPO / "tools"))
+    from colorization import compute_prior
+
     return compute_prior
 
 

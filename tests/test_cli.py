@@ -15,8 +15,7 @@ from torchcaffe import cli, glog, protoio
 from torchcaffe.proto import caffe_pb2
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-import parse_log  # noqa: E402
+from colorization import training_log as parse_log  # noqa: E402
 
 TINY_NET = """name: "tiny"
 layer {{ name: "data" type: "HDF5Data" top: "data" top: "label"
@@ -143,7 +142,7 @@ def test_train_logs_parse_and_cpu_despite_solver_mode_gpu(tmp_path, monkeypatch,
     tr, te = parse_log.save_csv_files(str(d / "train.log"), str(d), train, test)
     assert open(tr).readline().strip() == "NumIters,Seconds,LearningRate,loss"
     assert open(te).readline().strip() == "NumIters,Seconds,LearningRate,accuracy,loss"
-    assert parse_log.main([str(d / "train.log"), str(d)]) == 0
+    assert parse_log.parse_main([str(d / "train.log"), str(d)]) == 0
 
     # test and time on the trained model
     assert cli.main(["test", "-model", "net.prototxt", "-weights", "snap/tiny_iter_30.caffemodel",

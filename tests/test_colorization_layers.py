@@ -123,10 +123,16 @@ def test_prior_boost_file_errors(tmp_path, monkeypatch, prior_file):
     name = "cic_test_cwd_only_prior.npy"          # present in the working directory, not in data/
     np.save(path.parent / name, p)
     assert not (cic.DATA_DIR / name).exists()
-    with pytest.raises(FileNotFoundError, match=re.escape(str(cic.DATA_DIR / name))):
-        make_layer(CL.PriorBoostLayer, json.dumps({"prior": name}), [np.zeros((1, 313, 2, 2))])
-    with pytest.raises(FileNotFoundError, match="missing_prior.npy"):
+    # a relative path is found in the working directory, as Caffe resolves every path of a prototxt
+    layer, _, _ = make_layer(CL.PriorBoostLayer, json.dumps({"prior": name}), [np.zeros((1, 313, 2, 2))])
+    w = 1.0 / (0.5 * p + 0.5 / 313)
+    assert np.allclose(np.asarray(layer.weights), w / (p * w).sum())
+    # missing: one line naming the layer, the key and both places tried (working directory, data/)
+    with pytest.raises(FileNotFoundError) as e:
         make_layer(CL.PriorBoostLayer, '{"prior": "missing_prior.npy"}', [np.zeros((1, 313, 2, 2))])
+    msg = str(e.value)
+    assert "PriorBoostLayer" in msg and "'prior'" in msg
+    assert str(path.parent / "missing_prior.npy") in msg and str(cic.DATA_DIR / "missing_prior.npy") in msg
     with pytest.raises(ValueError, match="PriorBoostLayer.*'lambda'"):
         make_layer(CL.PriorBoostLayer, json.dumps({"prior": str(path), "lambda": 2}), [np.zeros((1, 313, 2, 2))])
     with pytest.raises(ValueError, match="PriorBoostLayer"):   # encoding with the wrong number of bins
@@ -300,3 +306,28 @@ def test_fake_blob_reshape_keeps_numpy_semantics():
     b = FakeBlob(shape=(2, 3))
     b.reshape(1, 2, 3, 4)
     assert b.shape == (1, 2, 3, 4) and b.count == 24 and (b.num, b.channels, b.height, b.width) == (1, 2, 3, 4)
+
+
+def test_prototxt_prior_resolves_in_a_second_checkout_not_the_installed_toolkit(tmp_path, monkeypatch):
+    """Issue 10 item 8: a user in another clone, with its own data/prior_probs.npy, gets that file -- the
+    committed prototxt names the prior relative to the working directory, as Caffe resolves every path."""
+    from google.protobuf import text_format
+    from torchcaffe.proto import caffe_pb2
+
+    net = caffe_pb2.NetParameter()
+    text_format.Merge((cic.DATA_DIR.parent / "prototxt" / "colorization_train_val.prototxt").read_text(), net)
+    param_str = [l.python_param.param_str for l in net.layer if l.python_param.layer == "PriorBoostLayer"][0]
+    clone = tmp_path / "second_clone"
+    (clone / "data").mkdir(parents=True)
+    p = np.random.default_rng(11).gamma(0.5, size=313)
+    p /= p.sum()
+    np.save(clone / "data" / "prior_probs.npy", p)
+    monkeypatch.chdir(clone)
+    layer, _, _ = make_layer(CL.PriorBoostLayer, param_str, [np.zeros((1, 313, 2, 2))])
+    w = 1.0 / (0.5 * p + 0.5 / 313)
+    assert np.allclose(np.asarray(layer.weights), w / (p * w).sum())
+    monkeypatch.chdir(tmp_path)                        # elsewhere, with no prior: both places in the error
+    with pytest.raises(FileNotFoundError) as e:
+        make_layer(CL.PriorBoostLayer, param_str, [np.zeros((1, 313, 2, 2))])
+    assert str(tmp_path / "data" / "prior_probs.npy") in str(e.value)
+    assert str(cic.DATA_DIR / "data" / "prior_probs.npy") in str(e.value)

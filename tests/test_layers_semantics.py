@@ -90,7 +90,7 @@ def test_pooling_global_and_errors():
     t = run(make_layer('type: "Pooling" pooling_param { pool: MAX global_pooling: true }'), [blob(x)])
     close(t[0].data, x.max(axis=(2, 3), keepdims=True), rtol=1e-12)
     for text, msg in [
-        ('pooling_param { pool: STOCHASTIC kernel_size: 2 }', "STOCHASTIC"),
+        ('pooling_param { pool: STOCHASTIC kernel_size: 3 pad: 1 }', "Padding implemented only"),
         ('pooling_param { pool: MAX kernel_size: 2 kernel_h: 2 kernel_w: 2 }', "kernel_size OR"),
         ('pooling_param { pool: MAX global_pooling: true kernel_size: 2 }', "Global_pooling"),
         ('pooling_param { pool: MAX kernel_size: 2 pad: 2 }', "pad"),
@@ -147,7 +147,7 @@ def test_convolution_parameter_errors():
                       ("num_output: 2 kernel_size: 3 kernel_h: 3 kernel_w: 3", "not both"),
                       ("num_output: 3 kernel_size: 3 group: 2", "group"),
                       ("num_output: 2 kernel_size: 3 group: 3", "group"),
-                      ("num_output: 2 kernel_size: 3 axis: 2", "axis"),
+                      ("num_output: 2 kernel_size: 3 axis: 4", "axis"),
                       ("kernel_size: 3", "num_output"),
                       ("num_output: 2 kernel_size: 3 stride: 1 stride: 2 stride: 3", "stride")]:
         with pytest.raises(LayerError, match=msg):

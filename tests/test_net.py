@@ -74,7 +74,8 @@ def test_caffemodel_round_trip_and_shape_mismatch_error(tmp_path):
     wider = caffe.Net(net_param(TWO_HEADS.replace("num_output: 2", "num_output: 3", 1)
                                 .replace("dim: 3 dim: 2", "dim: 3 dim: 3")
                                 .replace("num_output: 2", "num_output: 3")), caffe.TRAIN)
-    with pytest.raises(NetError, match=r"cannot copy param 0 weights from layer 'fa'.*\(2, 4\).*\(3, 4\)"):
+    with pytest.raises(NetError, match=r"Cannot copy param 0 weights from layer 'fa'.*shape mismatch.  Source param "
+                       r"shape is 2 4 \(8\); target param shape is 3 4 \(12\)"):
         wider.copy_from(str(path))
 
 

@@ -145,11 +145,11 @@ def test_train_val_losses_targets_and_data():
         assert c.convolution_param.weight_filler.value == 1 and not c.convolution_param.bias_term
     priors = {json.loads(l.python_param.param_str)["prior"] for l in net.layer
               if l.type == "Python" and l.python_param.layer == "PriorBoostLayer"}
-    assert priors == {"prior_probs.npy"}
+    assert priors == {"data/prior_probs.npy"}          # relative to the working directory, as data_param.source
     assert by["data_l_meansub"].type == "Power" and by["data_l_meansub"].power_param.shift == -50
     demo = _net("prototxt/demo/colorization_train_val.prototxt")
     assert {json.loads(l.python_param.param_str)["prior"] for l in demo.layer
-            if l.type == "Python" and l.python_param.layer == "PriorBoostLayer"} == {"prior_probs_demo.npy"}
+            if l.type == "Python" and l.python_param.layer == "PriorBoostLayer"} == {"data/prior_probs_demo.npy"}
 
 
 # ---- solvers and the schedule ---------------------------------------------------------------------------

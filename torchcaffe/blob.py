@@ -47,6 +47,47 @@ class _Synced:
         return self.host
 
 
+class _View:
+    """Another array's memory under another shape of the same count: Caffe's ShareData / ShareDiff between
+    blobs of different shapes (Reshape, Flatten).  Reads and writes go to the base array."""
+
+    __slots__ = ("base", "shape")
+
+    def __init__(self, base, shape: tuple):
+        while isinstance(base, _View):
+            base = base.base
+        self.base = base
+        self.shape = tuple(shape)
+
+    def _own(self) -> None:
+        """When the base was resized to another count, this array keeps memory of its own (zeros), as a Caffe
+        blob keeps the old memory its sharer let go of."""
+        t = self.base.tensor_
+        if t.numel() != int(np.prod(self.shape, dtype=np.int64)):
+            self.base = _Synced(t.new_zeros(self.shape))
+
+    @property
+    def tensor_(self) -> torch.Tensor:
+        self._own()
+        return self.base.tensor_.reshape(self.shape)
+
+    def tensor(self) -> torch.Tensor:
+        self._own()
+        t = self.base.tensor()
+        if not t.is_contiguous():  # keep the base one block of memory, so that the view is a view
+            t = t.contiguous()
+            self.base.set_tensor(t)
+        return t.view(self.shape)
+
+    def set_tensor(self, t: torch.Tensor) -> None:
+        self._own()
+        self.base.set_tensor(t.reshape(self.base.tensor_.shape))
+
+    def numpy(self) -> np.ndarray:
+        self.tensor()
+        return self.base.numpy().reshape(self.shape)
+
+
 def _as_shape(args) -> tuple:
     if len(args) == 1 and not isinstance(args[0], (int, np.integer)):
         args = tuple(args[0])
@@ -96,7 +137,15 @@ class Blob:
         shape = _as_shape(shape)
         if shape == self.shape:
             return
-        for s in (self._data, self._diff):
+        n = int(np.prod(shape, dtype=np.int64))
+        for name in ("_data", "_diff"):
+            s = getattr(self, name)
+            if isinstance(s, _View):  # shared memory: keep sharing at the same count, else own new memory
+                if s.base.tensor_.numel() == n:
+                    s.shape = shape
+                else:
+                    setattr(self, name, _Synced(torch.zeros(shape, dtype=self.dtype, device=self.device)))
+                continue
             t = s.tensor()
             if t.numel() == int(np.prod(shape, dtype=np.int64)):
                 s.set_tensor(t.reshape(shape).contiguous())
@@ -136,7 +185,10 @@ class Blob:
     def set_data(self, t: torch.Tensor) -> None:
         """Replace the data (any shape); the diff follows the new shape (zeroed if it changed)."""
         t = self._coerce(t)
-        self._data.set_tensor(t)
+        if isinstance(self._data, _View) and tuple(t.shape) != self._data.shape:
+            self._data = _Synced(t)  # another shape: the blob stops sharing (Caffe would reallocate)
+        else:
+            self._data.set_tensor(t)
         if tuple(self._diff.tensor_.shape) != tuple(t.shape):
             self._diff.set_tensor(torch.zeros_like(t))
 
@@ -145,6 +197,19 @@ class Blob:
 
     def share_diff(self, other: "Blob") -> None:
         self._diff = other._diff
+
+    def share_data_view(self, other: "Blob") -> None:
+        """Use ``other``'s data memory under this blob's shape (same count), as Caffe's ShareData between
+        blobs of different shapes."""
+        if other.count != self.count:
+            raise ValueError(f"cannot share data between blobs of {other.count} and {self.count} elements")
+        self._data = _View(other._data, self.shape)
+
+    def share_diff_view(self, other: "Blob") -> None:
+        """Use ``other``'s diff memory under this blob's shape (same count), as Caffe's ShareDiff."""
+        if other.count != self.count:
+            raise ValueError(f"cannot share diffs between blobs of {other.count} and {self.count} elements")
+        self._diff = _View(other._diff, self.shape)
 
     def zero_diff(self) -> None:
         self._diff.set_tensor(torch.zeros(self.shape, dtype=self.dtype, device=self.device))

@@ -67,12 +67,15 @@ commands:
     -log_dir (Optional; also write a glog-style log file there.) type: string
     -minloglevel (Messages below this severity are not logged: 0 INFO,
       1 WARNING, 2 ERROR.) type: int32 default: 0
+    -nonfinite_loss (train: 'stop' at the first NaN or infinite loss, naming
+      the iteration and keeping the last snapshot; 'continue' trains on as
+      Caffe does.) type: string default: "stop"
 """
 
 _FLAGS: Dict[str, object] = {
     "gpu": "", "solver": "", "model": "", "phase": "", "level": 0, "stage": "", "snapshot": "",
     "weights": "", "iterations": 50, "sigint_effect": "stop", "sighup_effect": "snapshot",
-    "cpu_ranks": 0, "backend": "", "log_dir": "", "minloglevel": None,
+    "cpu_ranks": 0, "backend": "", "log_dir": "", "minloglevel": None, "nonfinite_loss": "stop",
 }
 _BOOL_FLAGS = {"logtostderr", "alsologtostderr", "help", "version", "helpshort"}
 
@@ -161,17 +164,12 @@ def get_gpus(flag: str) -> List[int]:
 
 
 def _check_gpus(gpus: List[int]) -> None:
-    import torch
+    from . import mode
 
-    if not gpus:
-        return
-    if not torch.cuda.is_available():
-        raise CliError(f"-gpu {','.join(map(str, gpus))}: no CUDA device is available to torch on this machine "
-                       f"(CPU-only torch build or no GPU); run without -gpu to use the CPU")
-    n = torch.cuda.device_count()
-    bad = [g for g in gpus if g < 0 or g >= n]
-    if bad:
-        raise CliError(f"-gpu: device id(s) {bad} do not exist; this machine has {n} CUDA device(s) (0..{n - 1})")
+    try:
+        mode.check_gpus(gpus)
+    except mode.DeviceError as e:
+        raise CliError(str(e)) from None
 
 
 def _single_device(flags) -> Optional[int]:
@@ -264,7 +262,14 @@ def train(flags, given) -> int:
         _info("-iterations is not used by train (the solver's max_iter applies), as in Caffe", "caffe.cpp:200")
     sigint = SolverAction.parse(flags["sigint_effect"])
     sighup = SolverAction.parse(flags["sighup_effect"])
+    if flags["nonfinite_loss"] not in ("stop", "continue"):
+        raise CliError(f"-nonfinite_loss must be stop or continue, got '{flags['nonfinite_loss']}'")
+    from .solver import NONFINITE_ENV
+
+    os.environ[NONFINITE_ENV] = flags["nonfinite_loss"]
     param = read_solver(flags["solver"])
+    if flags["snapshot"] or flags["weights"]:
+        del param.weights[:]  # as caffe.cpp: a snapshot or -weights replaces the solver's own weights field
     param.train_state.level = int(flags["level"])
     for s in _stages(flags):
         param.train_state.stage.append(s)
@@ -468,7 +473,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if flags["minloglevel"] is not None:
         glog.set_level(int(flags["minloglevel"]))
     if flags["log_dir"]:
-        glog.log_to_dir(str(flags["log_dir"]))
+        try:
+            glog.log_to_dir(str(flags["log_dir"]))
+        except OSError as e:
+            what = "is a file, not a folder" if os.path.isfile(str(flags["log_dir"])) else \
+                f"cannot write a log file there: {e.strerror or e}"
+            sys.stderr.write(f"-log_dir {flags['log_dir']}: {what}\n")
+            return 1
     command = positional[0]
     fn = COMMANDS.get(command)
     if fn is None:

@@ -5,8 +5,8 @@ Names, arguments and results follow BVLC Caffe's python/caffe/io.py, including i
 ``Transformer.preprocess`` runs resize -> transpose -> channel swap -> raw scale -> mean -> input scale and
 ``deprocess`` the inverse.  Where the original depends on the scikit-image of its day, the behaviour of that
 day is pinned (see :func:`resize_image`).  Additions: ``datum_to_array`` also decodes ``encoded`` Datums
-(with OpenCV, as Caffe's data layer does) and the misspelt ``arraylist_to_blobprotovecor_str`` has a
-correctly spelt twin.
+(with OpenCV, as Caffe's data layer does), and the misspelt ``arraylist_to_blobprotovecor_str`` of
+pycaffe up to rc3 is kept as an alias.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def arraylist_to_blobprotovector_str(arraylist):
     return vec.SerializeToString()
 
 
-#: pycaffe's own (misspelt) name.
+#: The misspelt name of pycaffe up to rc3 (fixed in 2016, before rc4), kept for old scripts.
 arraylist_to_blobprotovecor_str = arraylist_to_blobprotovector_str
 
 

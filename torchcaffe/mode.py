@@ -24,7 +24,29 @@ def set_mode_gpu() -> None:
     _state["mode"] = "gpu"
 
 
+class DeviceError(RuntimeError):
+    """A GPU was asked for that this machine does not have; the message is one line naming the flag."""
+
+
+def check_gpus(ids, flag: str = "-gpu") -> None:
+    """Raise :class:`DeviceError` unless every id in ``ids`` is a CUDA device torch can use here."""
+    ids = [int(i) for i in ids]
+    if not ids:
+        return
+    given = f"{flag} {','.join(map(str, ids))}"
+    if not torch.cuda.is_available():
+        raise DeviceError(f"{given}: no CUDA device is available to torch on this machine (CPU-only torch build "
+                          f"or no GPU); run without {flag} to use the CPU")
+    n = torch.cuda.device_count()
+    bad = [i for i in ids if i < 0 or i >= n]
+    if bad:
+        raise DeviceError(f"{given}: device id(s) {bad} do not exist; this machine has {n} CUDA device(s) "
+                          f"(0..{n - 1})")
+
+
 def set_device(device_id: int) -> None:
+    """Caffe's ``set_device``; :class:`DeviceError` (one line) when there is no such CUDA device."""
+    check_gpus([device_id])
     _state["device_id"] = int(device_id)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(device_id))

@@ -567,6 +567,47 @@ class Net:
         outs |= set(diffs or ())
         return {n: self.blobs[n].diff for n in outs}
 
+    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """pycaffe's Net.set_input_arrays: feed the net's first layer, a MemoryData layer, with ``data``
+        (n x C x H x W float32, C-contiguous) and ``labels`` (n, or n x 1 x 1 x 1, float32); n must be a
+        multiple of its batch size.  The layer keeps the arrays (not copies), as pycaffe does."""
+        if isinstance(labels, np.ndarray) and labels.ndim == 1:
+            labels = np.ascontiguousarray(labels[:, np.newaxis, np.newaxis, np.newaxis])
+        return self._set_input_arrays(data, labels)
+
+    def _set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """pycaffe's C++ Net_SetInputArrays: the same checks and RuntimeError messages, then
+        MemoryDataLayer::Reset."""
+        from .builtin.memory_data import MemoryDataLayer
+
+        md = self.layers[0] if self.layers else None
+        if not isinstance(md, MemoryDataLayer):
+            raise RuntimeError("set_input_arrays may only be called if the first layer is a MemoryDataLayer")
+
+        def check(arr, name: str, channels: int, height: int, width: int) -> None:
+            if not isinstance(arr, np.ndarray):
+                raise RuntimeError(f"{name} must be a numpy array, got {type(arr).__name__}")
+            if not arr.flags["C_CONTIGUOUS"]:
+                raise RuntimeError(f"{name} must be C contiguous")
+            if arr.ndim != 4:
+                raise RuntimeError(f"{name} must be 4-d")
+            if arr.dtype != np.float32:
+                raise RuntimeError(f"{name} must be float32")
+            if arr.shape[1] != channels:
+                raise RuntimeError(f"{name} has wrong number of channels")
+            if arr.shape[2] != height:
+                raise RuntimeError(f"{name} has wrong height")
+            if arr.shape[3] != width:
+                raise RuntimeError(f"{name} has wrong width")
+
+        check(data, "data array", md.channels, md.height, md.width)
+        check(labels, "labels array", 1, 1, 1)
+        if data.shape[0] != labels.shape[0]:
+            raise RuntimeError("data and labels must have the same first dimension")
+        if data.shape[0] % md.batch_size != 0:
+            raise RuntimeError("first dimensions of input arrays must be a multiple of batch size")
+        md.reset(data, labels, data.shape[0])
+
     # -- parameters -----------------------------------------------------------------------------------------
     def clear_param_diffs(self) -> None:
         for p in self.learnable_params:
@@ -584,26 +625,28 @@ class Net:
         As in Caffe's CopyTrainedLayersFromHDF5, an HDF5 file may lack a parameter that this net shares with
         another layer (Caffe does not write shared parameters there); everywhere else the counts must agree.
         """
-        from .protoio import is_missing_blob, proto_shape, proto_to_array, shapes_match
+        from .protoio import is_missing_blob, proto_shape, proto_to_array, shape_string, shapes_match
 
         n_src, n_dst = len(protos), len(layer.blobs)
         if (n_src != n_dst) if not hdf5 else (n_src > n_dst):
-            raise NetError(f"incompatible number of blobs for layer '{layer_name}': {source} has "
-                           f"{n_src}, the net has {n_dst}")
-        lid = self._layer_names.index(layer_name) if layer_name in self.layer_dict else -1
+            raise NetError(f"Incompatible number of blobs for layer {layer_name} ({source} has {n_src}, the net "
+                           f"has {n_dst})")
+        lid = self._layer_names.index(layer_name) if layer_name in self._layer_names else -1
         for i, blob in enumerate(layer.blobs):
             bp = protos[i] if i < n_src else None
             if bp is None or (hdf5 and is_missing_blob(bp)):
                 if lid >= 0 and self._is_shared_param(lid, i):
                     continue
-                raise NetError(f"incompatible number of blobs for layer '{layer_name}': {source} lacks "
-                               f"parameter {i}, which the net does not share with another layer")
+                raise NetError(f"Incompatible number of blobs for layer {layer_name} ({source} lacks "
+                               f"parameter {i}, which the net does not share with another layer)")
             if not shapes_match(bp, blob.shape):
-                raise NetError(f"cannot copy param {i} weights from layer '{layer_name}' ({source}); shape "
-                               f"mismatch: source param shape is {proto_shape(bp)}, target param shape is "
-                               f"{blob.shape}")
+                raise NetError(f"Cannot copy param {i} weights from layer '{layer_name}' ({source}); shape "
+                               f"mismatch.  Source param shape is {shape_string(proto_shape(bp))}; target param "
+                               f"shape is {shape_string(blob.shape)}. To learn this layer's parameters from "
+                               f"scratch rather than copying from a saved net, rename the layer.")
             arr = proto_to_array(bp).reshape(blob.shape)
-            blob.data_t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+            # (np.ascontiguousarray would turn a 0-axis blob, a learned scalar, into shape (1,))
+            blob.data_t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32).reshape(blob.shape))
 
     def _is_shared_param(self, layer_id: int, index: int) -> bool:
         try:
@@ -615,8 +658,14 @@ class Net:
     def copy_from(self, weights: Union[str, "caffe_pb2.NetParameter"]) -> List[str]:
         """Copy trained weights by layer name (Caffe's CopyTrainedLayersFrom; .caffemodel or HDF5).
 
-        Layers of the source that this net lacks, or that carry no blobs, are ignored; returns the names of
-        the layers whose weights were copied.
+        Layers of the source that this net lacks are ignored.  A layer of the same name must carry as many
+        blobs of the same shapes as the net's (else :class:`NetError` with Caffe's "Incompatible number of
+        blobs for layer X" or "Cannot copy param i weights from layer 'X'; shape mismatch" message).  Returns
+        the names of the layers whose weights were copied.
+
+        Beyond Caffe (which only logs the extra layers of the source): afterwards ``net.uncovered_layers``
+        names the layers with parameters that no weights copied so far have set (in net order); when there
+        are any, one warning line lists them.
         """
         from .protoio import is_hdf5_weights, read_net_weights
 
@@ -627,11 +676,43 @@ class Net:
             src, hdf5 = read_net_weights(source), is_hdf5_weights(source)
         copied = []
         for lp in src.layer:
-            if lp.name not in self.layer_dict or not len(lp.blobs):
+            layer = self.layer_dict.get(lp.name)
+            if layer is None or (not len(lp.blobs) and not len(layer.blobs)):
                 continue
-            self._copy_layer_blobs(lp.name, self.layer_dict[lp.name], lp.blobs, source, hdf5=hdf5)
+            self._copy_layer_blobs(lp.name, layer, lp.blobs, source, hdf5=hdf5)
             copied.append(lp.name)
+        covered = self.__dict__.setdefault("_covered_layers", set())
+        covered.update(copied)
+        missing = self.uncovered_layers
+        if missing:
+            with_params = sum(1 for l in self.layers if l.blobs)
+            glog.warning(f"{source}: {with_params - len(missing)} of the {with_params} layers with parameters "
+                         f"were set from it; left at their initial values: {', '.join(missing)}",
+                         src="net.cpp:0")
         return copied
+
+    @property
+    def uncovered_layers(self) -> List[str]:
+        """Names of the layers with parameter blobs that no ``copy_from`` / ``weights=`` has set (in net
+        order); a layer whose parameters are all shared with a set layer counts as set."""
+        covered = self.__dict__.get("_covered_layers", set())
+        out = []
+        for lid, (name, layer) in enumerate(zip(self._layer_names, self.layers)):
+            if not layer.blobs or name in covered:
+                continue
+            owners = []
+            for i in range(len(layer.blobs)):
+                try:
+                    pid = self._param_layer_index.index((lid, i))
+                except ValueError:
+                    owners = None
+                    break
+                owner = self._param_owner[pid]
+                owners.append(None if owner == -1 else self._layer_names[self._param_layer_index[owner][0]])
+            if owners and all(o is not None and o in covered for o in owners):
+                continue
+            out.append(name)
+        return out
 
     def share_with(self, other: "Net") -> None:
         """Use ``other``'s parameter blobs for the layers of the same name (Caffe's ShareTrainedLayersWith)."""

@@ -19,8 +19,9 @@ import contextlib
 import os
 import re
 import secrets
+import socket
 import stat
-from typing import Iterator, Optional, Sequence, Tuple, Type, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 from google.protobuf import message as _pb_message
@@ -62,6 +63,10 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: Optional[str] = Non
     file is flushed, fsync'ed and renamed over ``path`` (``os.replace``; the directory is fsync'ed too).
     When the block raises -- anything, KeyboardInterrupt included -- the temporary file is removed and
     ``path`` is left as it was.  An existing target keeps its permission bits.
+
+    The temporary file is ``.NAME.tmp-HOST-PID-XXXXXXXX``; one left behind by a process that was killed
+    during the write (on this host, whose PID no longer runs) is removed by the next atomic write into the
+    same directory.
     """
     if not mode.startswith("w") or any(c not in "wbt+" for c in mode):
         raise ValueError(f"atomic_write: mode must be a writing mode ('wb', 'w', 'w+b', ...), got {mode!r}")
@@ -74,8 +79,9 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: Optional[str] = Non
     base = os.path.basename(path)
     flags = os.O_CREAT | os.O_EXCL | (os.O_RDWR if "+" in mode else os.O_WRONLY)
     flags |= getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    remove_stale_temporaries(directory)
     while True:
-        tmp = os.path.join(directory, f".{base}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        tmp = os.path.join(directory, f".{base}.tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}")
         try:
             fd = os.open(tmp, flags, 0o666)
             break
@@ -98,10 +104,46 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: Optional[str] = Non
         with contextlib.suppress(OSError):
             os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(tmp, path)
+    except OSError as e:
+        _unlink_quietly(tmp)
+        if e.filename is None or e.filename == tmp:  # name what the caller asked for, not the temporary
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}", path) from e
+        raise
     except BaseException:
         _unlink_quietly(tmp)
         raise
     _fsync_dir(directory)
+
+
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname() or "host")[:64].replace("-", "_")
+_TMP_NAME = re.compile(r"^\..+\.tmp-([A-Za-z0-9_.]+)-(\d+)-[0-9a-f]{8}$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: PathLike) -> List[str]:
+    """Remove the temporary files of :func:`atomic_write` in ``directory`` that a killed process left:
+    written on this host by a PID that no longer runs.  Returns their paths."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TMP_NAME.match(name)
+        if m and m.group(1) == _HOST and int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2))):
+            p = os.path.join(directory, name)
+            _unlink_quietly(p)
+            removed.append(p)
+    return removed
 
 
 def _unlink_quietly(p: str) -> None:
@@ -159,18 +201,27 @@ def parse_prototxt_string(text: Union[str, bytes], msg: MessageArg, source: str 
     As in Caffe, a non-repeated field given twice is an error.
     """
     m = _instance(msg)
+    binary_hint = None
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             line = text[:e.start].count(b"\n") + 1
-            raise CaffeFormatError(f"{source}:{line}: not UTF-8 text (byte 0x{text[e.start]:02x}); "
-                                   f"is this a binary file?") from None
+            binary_hint = f"{source}:{line}: not UTF-8 text (byte 0x{text[e.start]:02x}); is this a binary file?"
+            if b"\0" in text:
+                raise CaffeFormatError(binary_hint) from None
+            # bytes that are not UTF-8 (a Latin-1 or GBK comment): kept as they are, as Caffe's C++ parser
+            # does; only inside a string value do they stop the parse (below)
+            text = text.decode("utf-8", "surrogateescape")
     m.Clear()
     try:
         text_format.Parse(text, m)
     except text_format.ParseError as e:
         what = _POSITION_PREFIX.sub("", str(e)) or "syntax error"
+        if "surrogates not allowed" in what:
+            what = "a string value holds bytes that are not UTF-8 (protobuf strings must be UTF-8)"
+        elif binary_hint and any("\udc80" <= c <= "\udcff" for c in what):
+            raise CaffeFormatError(binary_hint) from None
         line, col = e.GetLine(), e.GetColumn()
         if line is not None and 0 < line <= text.count("\n") + 1:
             # protobuf quotes the whole offending line before some messages; the position says it already
@@ -183,6 +234,7 @@ def parse_prototxt_string(text: Union[str, bytes], msg: MessageArg, source: str 
             where = f"{source}:{line}"
         else:
             where = source
+        what = what.encode("utf-8", "backslashreplace").decode("utf-8")
         raise CaffeFormatError(f"{where}: {what}") from None
     return m
 
@@ -269,8 +321,9 @@ def array_to_proto(data, diff=None) -> "caffe_pb2.BlobProto":
     """
     data = np.asarray(data)
     bp = caffe_pb2.BlobProto()
-    bp.shape.SetInParent()
-    bp.shape.dim.extend(int(d) for d in data.shape)
+    # Blob::ToProto adds one dim per axis: a 0-axis blob (a learned scalar) gets no ``shape`` field at all
+    if data.ndim:
+        bp.shape.dim.extend(int(d) for d in data.shape)
     payload = _packed_floats(5, data)
     if diff is not None:
         diff = np.asarray(diff)

@@ -117,29 +117,42 @@ class PythonLayer(_BuiltinLayer):
         self.obj = obj
         self.fast = callable(getattr(obj, "forward_torch", None))
         self.fast_backward = callable(getattr(obj, "backward_torch", None))
-        obj.setup(bottom, top)
+        self._user("setup", bottom, top)
         blobs = getattr(obj, "blobs", None)
         self.blobs = blobs if isinstance(blobs, list) else []
 
+    def _user(self, method: str, *args):
+        """Call the user object's ``method``; an exception it raises becomes a LayerError naming the layer
+        (name, type, module.class and method), chained to the original."""
+        try:
+            return getattr(self.obj, method)(*args)
+        except Exception as e:
+            from .layer import LayerError
+
+            if isinstance(e, LayerError):
+                raise
+            pp = self.layer_param.python_param
+            raise self.error(f"{pp.module}.{pp.layer}.{method} raised {type(e).__name__}: {e}") from e
+
     def reshape(self, bottom, top):
-        self.obj.reshape(bottom, top)
+        self._user("reshape", bottom, top)
 
     def forward(self, bottom, top):
         if self.fast:
-            outs = self.obj.forward_torch([b.data_t for b in bottom])
+            outs = self._user("forward_torch", [b.data_t for b in bottom])
             if len(outs) != len(top):
                 raise self.error(f"forward_torch returned {len(outs)} tensors for {len(top)} tops")
             for t, o in zip(top, outs):
                 t.data_t = o
         else:
-            self.obj.forward(bottom, top)
+            self._user("forward", bottom, top)
 
     def backward(self, top, propagate_down, bottom):
         if self.fast_backward:
-            grads = self.obj.backward_torch([t.diff_t for t in top], list(propagate_down),
-                                            [b.data_t for b in bottom])
+            grads = self._user("backward_torch", [t.diff_t for t in top], list(propagate_down),
+                               [b.data_t for b in bottom])
             for b, need, g in zip(bottom, propagate_down, grads):
                 if need and g is not None:
                     b.diff_t = g
         else:
-            self.obj.backward(top, list(propagate_down), bottom)
+            self._user("backward", top, list(propagate_down), bottom)

@@ -27,12 +27,18 @@ layers' positions (``Net.state()``) of the train and test nets and the random ge
 solverstate that has one continues bit-for-bit where the snapshotted run was.  Without a sidecar (a
 solverstate written by BVLC Caffe) the restore is exactly Caffe's: weights, history, iter and current_step;
 the data layers go on from where they are (at the top of their sources in a fresh solver).
+
+The sidecar is JSON (format ``torchcaffe-resume``, ``version`` 2) whose arrays (random generator states) are
+tagged ``{"__array__": dtype, "shape": [...], "b64": ...}``: nothing in it can carry code, and a file that
+is not such a JSON document (an old pickled sidecar, a damaged or crafted file) is refused with an error
+naming it, never unpickled.  Remove it to resume as from a Caffe solverstate.
 """
 from __future__ import annotations
 
+import base64
+import json
 import math
 import os
-import pickle
 import random
 import time
 from typing import Callable, List, Optional, Sequence, Union
@@ -46,11 +52,12 @@ from .proto import caffe_pb2
 
 __all__ = ["Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver",
            "AdamSolver", "get_solver", "solver_types", "read_solver", "SolverAction", "SolverError",
-           "learning_rate", "SIDECAR_SUFFIX"]
+           "learning_rate", "SIDECAR_SUFFIX", "DivergenceError", "NONFINITE_ENV"]
 
 #: Suffix of the exact-resumption sidecar written next to each solverstate.
 SIDECAR_SUFFIX = ".rng"
-_SIDECAR_VERSION = 1
+_SIDECAR_FORMAT = "torchcaffe-resume"
+_SIDECAR_VERSION = 2
 
 _F32 = np.float32
 _LEGACY_TYPES = {caffe_pb2.SolverParameter.SGD: "SGD", caffe_pb2.SolverParameter.NESTEROV: "Nesterov",
@@ -58,8 +65,17 @@ _LEGACY_TYPES = {caffe_pb2.SolverParameter.SGD: "SGD", caffe_pb2.SolverParameter
                  caffe_pb2.SolverParameter.ADADELTA: "AdaDelta", caffe_pb2.SolverParameter.ADAM: "Adam"}
 
 
+#: ``caffe train -nonfinite_loss continue`` sets this in the environment (so that spawned ranks see it too):
+#: train on after a NaN or infinite loss, as Caffe does
+NONFINITE_ENV = "TORCHCAFFE_NONFINITE_LOSS"
+
+
 class SolverError(ValueError):
     """A solver definition or solver state that cannot be used; the message says what and where."""
+
+
+class DivergenceError(SolverError):
+    """Training stopped at a NaN or infinite loss (``Solver.stop_on_nonfinite_loss``); names the iteration."""
 
 
 class SolverAction:
@@ -220,25 +236,133 @@ def _set_rng_state(st: dict) -> None:
             torch.cuda.set_rng_state_all(states)
 
 
-def _atomic_pickle(obj, path: str) -> None:
+class _Unencodable(TypeError):
+    pass
+
+
+def _to_json(obj):
+    """``obj`` (nested dicts with str keys, lists, tuples, numbers, strings, None, numpy arrays, torch
+    tensors, bytes) as plain JSON values; arrays become tagged base64 dicts.  Tuples come back as lists."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj)
+    if isinstance(obj, torch.Tensor):
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, (bytes, bytearray)):
+        obj = np.frombuffer(bytes(obj), dtype=np.uint8)
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biuf":
+            raise _Unencodable(f"an array of dtype {obj.dtype}")
+        a = np.ascontiguousarray(obj)
+        return {"__array__": a.dtype.str, "shape": list(a.shape), "b64": base64.b64encode(a.tobytes()).decode()}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str) for k in obj):
+            raise _Unencodable("a dict with keys that are not strings")
+        if "__array__" in obj:
+            raise _Unencodable("a dict with the reserved key '__array__'")
+        return {k: _to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json(v) for v in obj]
+    raise _Unencodable(f"a {type(obj).__name__}")
+
+
+def _from_json(obj):
+    """The inverse of :func:`_to_json` (arrays come back as numpy arrays; only numeric dtypes)."""
+    if isinstance(obj, list):
+        return [_from_json(v) for v in obj]
+    if isinstance(obj, dict):
+        if "__array__" in obj:
+            dt = np.dtype(str(obj["__array__"]))
+            if dt.kind not in "biuf":
+                raise ValueError(f"array of dtype {dt}")
+            raw = base64.b64decode(str(obj["b64"]).encode(), validate=True)
+            return np.frombuffer(raw, dtype=dt).reshape([int(s) for s in obj["shape"]]).copy()
+        return {k: _from_json(v) for k, v in obj.items()}
+    return obj
+
+
+def _encode_net_state(st: dict, which: str) -> dict:
+    out = {}
+    for name, s in st.items():
+        try:
+            out[name] = _to_json(s)
+        except _Unencodable as e:
+            glog.warning(f"layer '{name}' of the {which} net: its state() holds {e}, which the resume sidecar "
+                         f"(JSON) cannot store; its data position is not saved")
+    return out
+
+
+def _encode_rng(st: dict) -> dict:
+    np_name, np_keys, np_pos, np_gauss, np_cached = st["numpy"]
+    py_version, py_internal, py_gauss = st["python"]
+    out = {"torch": _to_json(st["torch"]),
+           "numpy": [str(np_name), _to_json(np.asarray(np_keys, dtype=np.uint32)), int(np_pos), int(np_gauss),
+                     float(np_cached)],
+           "python": [int(py_version), _to_json(np.asarray(py_internal, dtype=np.int64)), py_gauss]}
+    if "cuda" in st:
+        out["cuda"] = [_to_json(s) for s in st["cuda"]]
+    return out
+
+
+def _decode_rng(st: dict) -> dict:
+    out = {}
+    if "torch" in st:
+        out["torch"] = torch.from_numpy(np.asarray(st["torch"], dtype=np.uint8))
+    if "numpy" in st:
+        name, keys, pos, gauss, cached = st["numpy"]
+        out["numpy"] = (str(name), np.asarray(keys, dtype=np.uint32), int(pos), int(gauss), float(cached))
+    if "python" in st:
+        version, internal, gauss = st["python"]
+        out["python"] = (int(version), tuple(int(v) for v in np.asarray(internal).reshape(-1)),
+                         None if gauss is None else float(gauss))
+    if "cuda" in st:
+        out["cuda"] = [torch.from_numpy(np.asarray(s, dtype=np.uint8)) for s in st["cuda"]]
+    return out
+
+
+def write_sidecar(side: dict, path: str) -> None:
+    """Write the resume sidecar ``side`` (iter, type, world_size, ranks) atomically as JSON."""
     from .protoio import atomic_write
 
+    text = json.dumps(dict(side, format=_SIDECAR_FORMAT, version=_SIDECAR_VERSION), sort_keys=True)
     with atomic_write(path, "wb") as f:
-        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+        f.write(text.encode("utf-8"))
 
 
-def _to_cpu(obj):
-    """A copy of ``obj`` (nested dicts/lists/tuples) with torch tensors moved to the CPU, for pickling."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return type(obj)((k, _to_cpu(v)) for k, v in obj.items()) if not hasattr(obj, "default_factory") \
-            else {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_cpu(v) for v in obj]
-    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
-        return tuple(_to_cpu(v) for v in obj)
-    return obj
+def read_sidecar(path: str) -> dict:
+    """The resume sidecar at ``path`` (rng states decoded); :class:`SolverError` naming the file for anything
+    but a JSON sidecar of this format.  Nothing in the file is executed."""
+    hint = ("remove it to resume without the exact data positions and random generator states, as from a "
+            "Caffe solverstate")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise SolverError(f"cannot read the resume sidecar {path}: {e.strerror or e}") from None
+    if raw[:1] == b"\x80":
+        raise SolverError(f"{path}: a pickled resume sidecar (from an older torchcaffe, or crafted); it is "
+                          f"never unpickled, since a pickle can run code; {hint}")
+    try:
+        side = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise SolverError(f"{path}: not a torchcaffe resume sidecar (not JSON: {e}); {hint}") from None
+    if not isinstance(side, dict) or side.get("format") != _SIDECAR_FORMAT:
+        raise SolverError(f"{path}: not a torchcaffe resume sidecar (no 'format: {_SIDECAR_FORMAT}'); {hint}")
+    if side.get("version") != _SIDECAR_VERSION:
+        raise SolverError(f"{path}: resume sidecar version {side.get('version')!r}, this torchcaffe reads "
+                          f"version {_SIDECAR_VERSION}; {hint}")
+    try:
+        ranks = []
+        for r in side["ranks"]:
+            ranks.append({"train": _from_json(r.get("train", {})), "test": _from_json(r.get("test", [])),
+                          "rng": _decode_rng(_from_json(r.get("rng", {})))})
+        side["ranks"] = ranks
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise SolverError(f"{path}: damaged resume sidecar ({type(e).__name__}: {e}); {hint}") from None
+    return side
 
 
 class _CallbackPair:
@@ -309,6 +433,9 @@ class Solver:
         self.loss = float("nan")
         self._losses: List[float] = []
         self._iterations_last = 0
+        #: stop at the first NaN/inf loss (raise DivergenceError before the update); False: Caffe's behaviour
+        self.stop_on_nonfinite_loss = os.environ.get(NONFINITE_ENV, "stop") != "continue"
+        self.last_snapshot: Optional[str] = None
         self.mean_scores: List[List[float]] = [[] for _ in self.test_nets]
         self._pre_solve()
 
@@ -368,6 +495,16 @@ class Solver:
         state.MergeFrom(net_param.state)
         state.MergeFrom(p.train_state)
         self.net = self._make_net(net_param, state)
+        self._load_param_weights(self.net)
+
+    def _load_param_weights(self, net) -> None:
+        """Caffe's LoadNetWeights: copy each caffemodel that the solver's ``weights`` fields name (each field a
+        comma-separated list) into ``net``, in order, as ``-weights`` does."""
+        for model_list in self.param.weights:
+            for name in model_list.split(","):
+                name = name.strip()
+                self._log("Finetuning from " + name, "solver.cpp:72")
+                net.copy_from(name)
 
     def _init_test_nets(self) -> None:
         p = self.param
@@ -413,6 +550,7 @@ class Solver:
                 state.MergeFrom(p.test_state[i])
             self._log(f"Creating test net (#{i}) specified by {sources[i]}", "solver.cpp:172")
             self.test_nets.append(self._make_net(q, state))
+            self._load_param_weights(self.test_nets[-1])
 
     def _pre_solve(self) -> None:
         """SGDSolver::PreSolve (+ the extra history of Adam / AdaDelta): zero history per learnable param."""
@@ -488,6 +626,8 @@ class Solver:
                 loss = _F32(loss + _F32(self.net.forward_backward()))
             loss = _F32(loss / _F32(p.iter_size))
             self.loss = float(loss)
+            if self.stop_on_nonfinite_loss:
+                self._check_finite_loss(loss)
             self._update_smoothed_loss(loss, start_iter, average_loss)
             if display:
                 lapse = time.perf_counter() - timer
@@ -509,6 +649,27 @@ class Solver:
             if request == SolverAction.STOP:
                 self.requested_early_exit = True
                 break
+
+    def _check_finite_loss(self, loss) -> None:
+        """Raise :class:`DivergenceError` when this rank's (or, data-parallel, any rank's) loss is not
+        finite; the weights are not updated and no snapshot is written, so the last one stays the good one."""
+        mine = bad = not math.isfinite(float(loss))
+        if self.world_size > 1:
+            from . import parallel
+
+            flag = torch.tensor([1.0 if bad else 0.0], device=parallel._comm_device())
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            bad = bool(flag.item())
+        if not bad:
+            return
+        kept = f"the last snapshot, {self.last_snapshot}, is kept" if self.last_snapshot else \
+            "no snapshot was written in this run"
+        where = f"Iteration {self.iter}, loss = {_f(_F32(loss))}" if mine else \
+            f"Iteration {self.iter}, loss = {_f(_F32(loss))} here, not finite on another rank"
+        raise DivergenceError(
+            f"{where}: the loss is not finite (training diverged or the "
+            f"data hold NaN/inf); stopped before updating the weights, {kept}.  Lower base_lr or clip_gradients, "
+            f"or check the data; caffe train -nonfinite_loss continue trains on as Caffe does")
 
     def _sync_flags_after_test(self) -> None:
         from . import parallel
@@ -720,7 +881,8 @@ class Solver:
             model_filename = self._snapshot_to_hdf5()
         else:
             raise SolverError("Unsupported snapshot format.")
-        return self._snapshot_solver_state(model_filename, ranks_state)
+        self.last_snapshot = self._snapshot_solver_state(model_filename, ranks_state)
+        return self.last_snapshot
 
     def _snapshot_to_binaryproto(self) -> str:
         from .protoio import write_binaryproto
@@ -737,8 +899,9 @@ class Solver:
         return model_filename
 
     def _resume_state(self) -> dict:
-        return {"train": _to_cpu(self.net.state()), "test": [_to_cpu(n.state()) for n in self.test_nets],
-                "rng": _rng_state()}
+        return {"train": _encode_net_state(self.net.state(), "train"),
+                "test": [_encode_net_state(n.state(), "test") for n in self.test_nets],
+                "rng": _encode_rng(_rng_state())}
 
     def _history_arrays(self) -> List[np.ndarray]:
         return [h.detach().to("cpu", torch.float32).numpy() for h in self.history]
@@ -750,8 +913,8 @@ class Solver:
         else:
             filename = self._snapshot_filename(".solverstate")
         # The sidecar first: the solverstate, written last, is what a resume looks for.
-        _atomic_pickle({"version": _SIDECAR_VERSION, "iter": self.iter, "type": self.type,
-                        "world_size": self.world_size, "ranks": ranks_state}, filename + SIDECAR_SUFFIX)
+        write_sidecar({"iter": self.iter, "type": self.type, "world_size": self.world_size,
+                       "ranks": ranks_state}, filename + SIDECAR_SUFFIX)
         if fmt == caffe_pb2.SolverParameter.HDF5:
             glog.info("Snapshotting solver state to HDF5 file " + filename, src="sgd_solver.cpp:283")
             self._write_state_hdf5(filename, model_filename)
@@ -835,35 +998,47 @@ class Solver:
     def _restore_hdf5(self, state_file: str) -> None:
         import h5py
 
-        with h5py.File(state_file, "r") as f:
-            self.iter = int(np.asarray(f["iter"][()]).reshape(-1)[0])
-            if "learned_net" in f:
-                raw = f["learned_net"][()]
-                if isinstance(raw, np.ndarray):
-                    raw = raw.reshape(-1)[0]
-                name = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-                name = name.rstrip("\0")
-                if name:
-                    self.net.copy_from(_resolve_beside(name, state_file))
-            self.current_step = int(np.asarray(f["current_step"][()]).reshape(-1)[0]) if "current_step" in f else 0
-            g = f["history"]
-            n = len(g.keys())
-            missing = [str(i) for i in range(n) if str(i) not in g]
-            if missing:
-                raise SolverError(f"{state_file}: history group lacks datasets {', '.join(missing)}")
-            arrays = [np.asarray(g[str(i)][()], dtype=np.float32) for i in range(n)]
+        try:
+            f = h5py.File(state_file, "r")
+        except OSError as e:
+            raise SolverError(f"{state_file}: not a readable HDF5 solver state (truncated or damaged: "
+                              f"{str(e).splitlines()[0]})") from None
+        try:
+            with f:
+                self._read_state_hdf5(f, state_file)
+        except (KeyError, OSError, ValueError, IndexError, TypeError) as e:
+            if type(e).__module__.startswith("torchcaffe"):  # already names the file and what is wrong
+                raise
+            raise SolverError(f"{state_file}: damaged HDF5 solver state ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+    def _read_state_hdf5(self, f, state_file: str) -> None:
+        for need in ("iter", "history"):
+            if need not in f:
+                raise SolverError(f"{state_file}: the HDF5 solver state lacks '{need}' (Caffe writes iter, "
+                                  f"learned_net, current_step and the group history)")
+        self.iter = int(np.asarray(f["iter"][()]).reshape(-1)[0])
+        if "learned_net" in f:
+            raw = f["learned_net"][()]
+            if isinstance(raw, np.ndarray):
+                raw = raw.reshape(-1)[0]
+            name = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+            name = name.rstrip("\0")
+            if name:
+                self.net.copy_from(_resolve_beside(name, state_file))
+        self.current_step = int(np.asarray(f["current_step"][()]).reshape(-1)[0]) if "current_step" in f else 0
+        g = f["history"]
+        n = len(g.keys())
+        missing = [str(i) for i in range(n) if str(i) not in g]
+        if missing:
+            raise SolverError(f"{state_file}: history group lacks datasets {', '.join(missing)}")
+        arrays = [np.asarray(g[str(i)][()], dtype=np.float32) for i in range(n)]
         self._set_history(arrays, state_file)
 
     def _restore_sidecar(self, path: str) -> None:
         if not os.path.exists(path):
             return
-        try:
-            with open(path, "rb") as f:
-                side = pickle.load(f)
-        except Exception as e:  # noqa: BLE001 - a damaged sidecar only loses exactness, as with Caffe's files
-            glog.warning(f"ignoring the resume sidecar {path}: {e}; data layers and random generators are not "
-                         f"restored (as with a Caffe solverstate)")
-            return
+        side = read_sidecar(path)
         ranks = side.get("ranks", [])
         if side.get("iter") != self.iter:
             glog.warning(f"ignoring the resume sidecar {path}: it is for iteration {side.get('iter')}, the "

@@ -1,4 +1,5 @@
-"""Element-wise (neuron) layers: ReLU, Sigmoid, TanH, Power, Dropout, AbsVal, Exp, Log, BNLL, ELU, Threshold.
+"""Element-wise (neuron) layers: ReLU, Sigmoid, TanH, Power, Dropout, AbsVal, Exp, Log, BNLL, ELU, Threshold,
+Clip, Swish and PReLU.
 
 All of them accept in-place use (top == bottom) except AbsVal, which Caffe refuses.  Their backward passes
 use the input the forward saw (Caffe reads the in-place top instead, which gives the same values for the
@@ -14,10 +15,10 @@ import torch.nn.functional as F
 
 from ..layer import Layer, TorchLayer, register
 from ..proto import caffe_pb2
-from ._common import no_backward
+from ._common import constant_filler, make_param, no_backward, param_dtype
 
 __all__ = ["ReLULayer", "SigmoidLayer", "TanHLayer", "PowerLayer", "DropoutLayer", "AbsValLayer", "ExpLayer",
-           "LogLayer", "BNLLLayer", "ELULayer", "ThresholdLayer"]
+           "LogLayer", "BNLLLayer", "ELULayer", "ThresholdLayer", "ClipLayer", "SwishLayer", "PReLULayer"]
 
 
 class _Neuron(TorchLayer):
@@ -246,3 +247,70 @@ class PowerLayer(_HandNeuron):
         if self.diff_scale != 0:
             d = g * d
         bottom[0].diff_t = d
+
+
+@register("Clip")
+class ClipLayer(_HandNeuron):
+    """y = max(min, min(x, max)); dy/dx = 1 where min <= x <= max (bounds included), else 0.  Both
+    ``clip_param.min`` and ``max`` are required."""
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.clip_param
+        for f in ("min", "max"):
+            if not p.HasField(f):
+                raise self.error(f"clip_param.{f} is required")
+        self.min, self.max = float(np.float32(p.min)), float(np.float32(p.max))
+
+    def forward(self, bottom, top):
+        x = bottom[0].data_t
+        self._x = x
+        top[0].data_t = torch.clamp(torch.clamp(x, max=self.max), min=self.min)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            x = self._x
+            bottom[0].diff_t = top[0].diff_t * ((x >= self.min) & (x <= self.max)).to(x.dtype)
+
+
+@register("Swish")
+class SwishLayer(_Neuron):
+    """y = x sigmoid(beta x) (Caffe's sigmoid, 0.5 tanh(0.5 z) + 0.5); dy/dx = beta y + s (1 - beta y)."""
+
+    def layer_setup(self, bottom, top):
+        self.beta = float(np.float32(self.layer_param.swish_param.beta))
+
+    def fn(self, x):
+        return x * (0.5 * torch.tanh(0.5 * (x * self.beta)) + 0.5)
+
+
+@register("PReLU")
+class PReLULayer(_Neuron):
+    """y = max(x, 0) + a_c min(x, 0) with a learned slope per channel (axis 1), or one scalar slope (a 0-axis
+    blob) with ``channel_shared``; ``filler`` defaults to constant 0.25.  The slope's gradient is
+    sum(top_diff * x) over x <= 0."""
+
+    def layer_setup(self, bottom, top):
+        if bottom[0].num_axes < 2:
+            raise self.error(f"Number of axes of bottom blob must be >=2 (shape {bottom[0].shape})")
+        p = self.layer_param.prelu_param
+        self.channel_shared = bool(p.channel_shared)
+        channels = bottom[0].shape[1]
+        shape = () if self.channel_shared else (channels,)
+        filler = p.filler if p.HasField("filler") else constant_filler(0.25)
+        self.blobs = [make_param(self, shape, filler, param_dtype(bottom), "prelu_param.filler")]
+
+    def reshape(self, bottom, top):
+        s = bottom[0].shape
+        if len(s) < 2:
+            raise self.error(f"Number of axes of bottom blob must be >=2 (shape {s})")
+        want = 1 if self.channel_shared else s[1]
+        if self.blobs[0].count != want:
+            raise self.error(f"Negative slope size is inconsistent with prototxt config: {self.blobs[0].count} "
+                             f"slope values for {want}")
+        top[0].reshape(s)
+
+    def compute(self, bottoms, params):
+        x, a = bottoms[0], params[0]
+        if not self.channel_shared:
+            a = a.reshape((1, -1) + (1,) * (x.dim() - 2))
+        return [torch.where(x > 0, x, x * a)]

@@ -1,4 +1,4 @@
-"""BatchNorm, Scale and Bias, as Caffe 1.0 computes them."""
+"""BatchNorm, Scale, Bias, LRN and MVN, as Caffe 1.0 computes them."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +6,9 @@ import torch
 
 from ..layer import TorchLayer, register
 from ..proto import caffe_pb2
-from ._common import canonical_axis, constant_filler, make_param, param_dtype
+from ._common import canonical_axis, constant_filler, count, make_param, param_dtype
 
-__all__ = ["BatchNormLayer", "ScaleLayer", "BiasLayer"]
+__all__ = ["BatchNormLayer", "ScaleLayer", "BiasLayer", "LRNLayer", "MVNLayer"]
 
 
 @register("BatchNorm")
@@ -155,6 +155,28 @@ class ScaleLayer(TorchLayer):
                                             self.layer_param.scale_param.axis, "scale_param (bias)")
         top[0].reshape(bottom[0].shape)
 
+    def backward(self, top, propagate_down, bottom):
+        # Caffe's ScaleLayer::Backward_cpu, visible effects beyond the gradients: a learned scale's diff is
+        # overwritten rather than accumulated when the product lands in it directly (element-wise scale, or
+        # one outer block reduced by a single gemv); and, not in place, the product top_diff * bottom is
+        # left in bottom[0]'s diff (its scratch space) even when bottom[0] takes no gradient.
+        learned = len(bottom) == 1
+        scale = self.blobs[0] if learned else bottom[1]
+        want = self.param_propagate_down[0] if learned else propagate_down[1]
+        nax = bottom[0].num_axes
+        axis = 0 if scale.num_axes == 0 else self.axis
+        outer = count(bottom[0].shape, 0, axis)
+        inner = count(bottom[0].shape, axis + scale.num_axes)
+        eltwise = bottom[0].count == scale.count
+        in_place = top[0] is bottom[0]
+        if learned and want and (eltwise or (inner != 1 and outer * scale.count != 1 and outer == 1)):
+            scale.diff_t = torch.zeros_like(scale.diff_t)
+        scratch = want and not eltwise and not in_place and not propagate_down[0] and nax > 0
+        x = bottom[0].data_t if scratch else None
+        super().backward(top, propagate_down, bottom)
+        if scratch:
+            bottom[0].diff_t = top[0].diff_t * x
+
     def compute(self, bottoms, params):
         x = bottoms[0]
         nax = x.dim()
@@ -190,3 +212,115 @@ class BiasLayer(TorchLayer):
         x = bottoms[0]
         b = bottoms[1] if len(bottoms) > 1 else params[0]
         return [x + _broadcast(b, self.axis, x.dim())]
+
+
+# -- LRN and MVN ---------------------------------------------------------------------------------------------
+def _f32(v) -> float:
+    """A float parameter as Caffe holds it (single precision)."""
+    return float(np.float32(v))
+
+
+@register("LRN")
+class LRNLayer(TorchLayer):
+    """Caffe's local response normalisation of a 4-D blob.
+
+    ACROSS_CHANNELS: y = x (k + alpha / n * sum of x^2 over the n = local_size channels centred on the
+    channel, zero-padded at the ends)^-beta.  WITHIN_CHANNEL (Caffe's split / power / AVE pooling / power /
+    product sub-net): y = x (1 + alpha * mean of x^2 over the n x n window centred on the pixel, the window's
+    area counted with its zero padding)^-beta -- ``k`` takes no part there, as in Caffe.  ``local_size`` must
+    be odd.
+    """
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.lrn_param
+        self.size = int(p.local_size)
+        if self.size % 2 != 1:
+            raise self.error(f"LRN only supports odd values for local_size (lrn_param.local_size: {self.size})")
+        self.pre_pad = (self.size - 1) // 2
+        self.alpha, self.beta, self.k = _f32(p.alpha), _f32(p.beta), _f32(p.k)
+        self.region = p.norm_region
+        if self.region not in (caffe_pb2.LRNParameter.ACROSS_CHANNELS, caffe_pb2.LRNParameter.WITHIN_CHANNEL):
+            raise self.error(f"unknown lrn_param.norm_region {self.region}")
+
+    def reshape(self, bottom, top):
+        if bottom[0].num_axes != 4:
+            raise self.error(f"Input must have 4 axes, corresponding to (num, channels, height, width); "
+                             f"shape is {bottom[0].shape}")
+        top[0].reshape(bottom[0].shape)
+
+    def compute(self, bottoms, params):
+        import torch.nn.functional as F
+
+        x = bottoms[0]
+        sq = x * x
+        if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
+            # the sum over `size` channels centred on each channel, zero padded at both ends
+            padded = F.pad(sq, (0, 0, 0, 0, self.pre_pad, self.pre_pad))
+            window_sum = padded.unfold(1, self.size, 1).sum(dim=-1)
+            scale = self.k + (self.alpha / self.size) * window_sum
+        else:
+            avg = F.avg_pool2d(sq, self.size, stride=1, padding=self.pre_pad, count_include_pad=True)
+            scale = 1.0 + self.alpha * avg
+        return [x * scale.pow(-self.beta)]
+
+
+class _MVNFunction(torch.autograd.Function):
+    """y = (x - mean) / (std + eps) over the rows of a (num, dim) matrix, with Caffe's backward
+    dx = (dy - mean(dy) - y mean(y dy)) / (std + eps) (it treats std + eps as std in the variance term)."""
+
+    @staticmethod
+    def forward(ctx, x, eps):
+        xc = x - x.mean(dim=1, keepdim=True)
+        std = (xc * xc).mean(dim=1, keepdim=True).sqrt() + eps
+        y = xc / std
+        ctx.save_for_backward(y, std)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        y, std = ctx.saved_tensors
+        dx = dy - dy.mean(dim=1, keepdim=True) - y * (y * dy).mean(dim=1, keepdim=True)
+        return dx / std, None
+
+
+@register("MVN")
+class MVNLayer(TorchLayer):
+    """Caffe's mean-variance normalisation.
+
+    Each (num, channel) slice (``across_channels: false``) or each num (``true``) is centred; with
+    ``normalize_variance`` (default) it is divided by sqrt(E[(x - mean)^2]) + eps (eps after the root, as in
+    Caffe).  The backward pass is Caffe's (see :class:`_MVNFunction`).  As Caffe's Reshape does, the top gets
+    the bottom's legacy 4-D shape (num, channels, height, width): an (N, C) bottom gives an (N, C, 1, 1) top.
+    """
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.mvn_param
+        self.normalize_variance = bool(p.normalize_variance)
+        self.across_channels = bool(p.across_channels)
+        self.eps = _f32(p.eps)
+
+    def reshape(self, bottom, top):
+        s = bottom[0].shape
+        if len(s) > 4:
+            raise self.error(f"the bottom has {len(s)} axes; MVN takes blobs of at most 4 axes "
+                             f"(num, channels, height, width), got shape {s}")
+        legacy = tuple(s) + (1,) * (4 - len(s))
+        top[0].reshape(legacy)
+        self.legacy = legacy
+
+    def compute(self, bottoms, params):
+        x = bottoms[0]
+        n, c = self.legacy[0], self.legacy[1]
+        rows = n if self.across_channels else n * c
+        xr = x.reshape(rows, -1)
+        if self.normalize_variance:
+            y = _MVNFunction.apply(xr, self.eps)
+        else:
+            y = xr - xr.mean(dim=1, keepdim=True)
+        return [y.reshape(self.legacy)]

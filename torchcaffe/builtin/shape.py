@@ -1,5 +1,5 @@
 """Blob plumbing and dense layers: Concat, Slice, Split, Silence, Flatten, Reshape, Crop, Eltwise,
-InnerProduct, ArgMax, Softmax."""
+InnerProduct, ArgMax, Softmax, Reduction, Tile, Embed, BatchReindex, Filter, Parameter."""
 from __future__ import annotations
 
 from typing import List
@@ -12,7 +12,8 @@ from ..proto import caffe_pb2
 from ._common import FLT_MAX, canonical_axis, count, make_param, no_backward, param_dtype
 
 __all__ = ["ConcatLayer", "SliceLayer", "SplitLayer", "SilenceLayer", "FlattenLayer", "ReshapeLayer",
-           "CropLayer", "EltwiseLayer", "InnerProductLayer", "ArgMaxLayer", "SoftmaxLayer"]
+           "CropLayer", "EltwiseLayer", "InnerProductLayer", "ArgMaxLayer", "SoftmaxLayer", "ReductionLayer",
+           "TileLayer", "EmbedLayer", "BatchReindexLayer", "FilterLayer", "ParameterLayer"]
 
 
 @register("Concat")
@@ -49,10 +50,19 @@ class ConcatLayer(TorchLayer):
         shape = list(s0)
         shape[self.axis] = total
         top[0].reshape(tuple(shape))
+        if len(bottom) == 1:  # Caffe: the top is the bottom (shared data and diff); nothing to compute
+            top[0].share_data_view(bottom[0])
+            top[0].share_diff_view(bottom[0])
+
+    def forward(self, bottom, top):
+        if len(bottom) > 1:
+            super().forward(bottom, top)
+
+    def backward(self, top, propagate_down, bottom):
+        if len(bottom) > 1:
+            super().backward(top, propagate_down, bottom)
 
     def compute(self, bottoms, params):
-        if len(bottoms) == 1:
-            return [bottoms[0].view_as(bottoms[0])]
         return [torch.cat(bottoms, dim=self.axis)]
 
 
@@ -104,10 +114,19 @@ class SliceLayer(TorchLayer):
             shape = list(s)
             shape[self.axis] = sz
             t.reshape(tuple(shape))
+        if len(top) == 1:  # Caffe: the top is the bottom (shared data and diff); nothing to compute
+            top[0].share_data_view(bottom[0])
+            top[0].share_diff_view(bottom[0])
+
+    def forward(self, bottom, top):
+        if len(top) > 1:
+            super().forward(bottom, top)
+
+    def backward(self, top, propagate_down, bottom):
+        if len(top) > 1:
+            super().backward(top, propagate_down, bottom)
 
     def compute(self, bottoms, params):
-        if len(self.sizes) == 1:
-            return [bottoms[0].view_as(bottoms[0])]
         # Caffe's blobs are contiguous; so are ours (a pycaffe user may flatten .data as a view)
         return [s.contiguous() for s in torch.split(bottoms[0], self.sizes, dim=self.axis)]
 
@@ -167,8 +186,9 @@ class SilenceLayer(Layer):
 
 
 @register("Flatten")
-class FlattenLayer(TorchLayer):
-    """Collapse axes [axis, end_axis] into one."""
+class FlattenLayer(Layer):
+    """Collapse axes [axis, end_axis] into one.  As Caffe's, the top is the bottom's memory: forward shares
+    the bottom's data, backward gives the bottom the top's diff (so they stay one array from then on)."""
 
     exact_bottoms = 1
     exact_tops = 1
@@ -185,14 +205,18 @@ class FlattenLayer(TorchLayer):
         self.out_shape = tuple(s[:a]) + (count(s, a, e + 1),) + tuple(s[e + 1:])
         top[0].reshape(self.out_shape)
 
-    def compute(self, bottoms, params):
-        return [bottoms[0].reshape(self.out_shape)]
+    def forward(self, bottom, top):
+        top[0].share_data_view(bottom[0])
+
+    def backward(self, top, propagate_down, bottom):
+        bottom[0].share_diff_view(top[0])
 
 
 @register("Reshape")
-class ReshapeLayer(TorchLayer):
+class ReshapeLayer(Layer):
     """Caffe's Reshape: ``shape`` replaces bottom axes [axis, axis + num_axes); 0 copies the bottom's
-    dimension at the same position, one -1 is inferred."""
+    dimension at the same position, one -1 is inferred.  The top is the bottom's memory, data and diff alike
+    (Caffe's ShareData/ShareDiff at reshape): forward and backward have nothing to do."""
 
     exact_bottoms = 1
     exact_tops = 1
@@ -243,9 +267,11 @@ class ReshapeLayer(TorchLayer):
             raise self.error(f"output count must match input count: {tuple(shape)} vs. bottom {bs}")
         self.out_shape = tuple(shape)
         top[0].reshape(self.out_shape)
+        top[0].share_data_view(bottom[0])
+        top[0].share_diff_view(bottom[0])
 
-    def compute(self, bottoms, params):
-        return [bottoms[0].reshape(self.out_shape)]
+    def forward(self, bottom, top):
+        pass
 
 
 @register("Crop")
@@ -496,3 +522,230 @@ class ArgMaxLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         no_backward(self, propagate_down)
+
+
+@register("Reduction")
+class ReductionLayer(TorchLayer):
+    """Reduce all axes from ``axis`` on (top shape: bottom.shape[:axis]) by SUM, ASUM (sum of |x|), SUMSQ or
+    MEAN, times ``coeff``; gradients coeff * top_diff * (1 | sign(x) | 2 x | 1/dim)."""
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.reduction_param
+        self.op = p.operation
+        R = caffe_pb2.ReductionParameter
+        if self.op not in (R.SUM, R.ASUM, R.SUMSQ, R.MEAN):
+            raise self.error(f"Unknown reduction op: {self.op} (reduction_param.operation)")
+
+    def reshape(self, bottom, top):
+        p = self.layer_param.reduction_param
+        s = bottom[0].shape
+        self.axis = canonical_axis(self, p.axis, len(s), "reduction_param.axis")
+        self.num = count(s, 0, self.axis)
+        self.dim = count(s, self.axis)
+        coeff = np.float32(p.coeff)
+        if self.op == caffe_pb2.ReductionParameter.MEAN:
+            coeff = coeff / np.float32(self.dim)
+        self.coeff = float(np.float32(coeff))
+        top[0].reshape(tuple(s[:self.axis]))
+
+    def compute(self, bottoms, params):
+        x = bottoms[0].reshape(self.num, self.dim)
+        R = caffe_pb2.ReductionParameter
+        if self.op == R.ASUM:
+            x = x.abs()
+        elif self.op == R.SUMSQ:
+            x = x * x
+        y = x.sum(dim=1)
+        if self.coeff != 1:
+            y = y * self.coeff
+        return [y.reshape(tuple(bottoms[0].shape[:self.axis]))]
+
+
+@register("Tile")
+class TileLayer(TorchLayer):
+    """Repeat the bottom ``tiles`` times along ``axis`` (the block of axes from ``axis`` on is copied whole,
+    as Caffe's Tile); the gradient sums the copies."""
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def reshape(self, bottom, top):
+        p = self.layer_param.tile_param
+        s = bottom[0].shape
+        self.axis = canonical_axis(self, p.axis, len(s), "tile_param.axis")
+        if not p.HasField("tiles"):
+            raise self.error("Number of tiles must be specified (tile_param.tiles)")
+        self.tiles = int(p.tiles)
+        if self.tiles <= 0:
+            raise self.error(f"Number of tiles must be positive (tile_param.tiles: {self.tiles})")
+        shape = list(s)
+        shape[self.axis] *= self.tiles
+        top[0].reshape(tuple(shape))
+
+    def compute(self, bottoms, params):
+        x = bottoms[0]
+        reps = [1] * x.dim()
+        reps[self.axis] = self.tiles
+        return [x.repeat(*reps)]
+
+
+@register("Embed")
+class EmbedLayer(Layer):
+    """A lookup table: each bottom value (an integer index in [0, input_dim)) becomes row W[index] of the
+    weights (input_dim x num_output) plus the bias (num_output; ``bias_term``); top shape bottom.shape +
+    (num_output,).  No gradient to the indices (an error if one is asked for, as Caffe's CHECK)."""
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.embed_param
+        self.N = int(p.num_output)
+        if self.N <= 0:
+            raise self.error("EmbedLayer num_output must be positive (embed_param.num_output).")
+        self.K = int(p.input_dim)
+        if self.K <= 0:
+            raise self.error("EmbedLayer input_dim must be positive (embed_param.input_dim).")
+        self.bias_term = bool(p.bias_term)
+        dt = param_dtype(bottom)
+        self.blobs = [make_param(self, (self.K, self.N), p.weight_filler, dt, "embed_param.weight_filler")]
+        if self.bias_term:
+            self.blobs.append(make_param(self, (self.N,), p.bias_filler, dt, "embed_param.bias_filler"))
+
+    def reshape(self, bottom, top):
+        top[0].reshape(tuple(bottom[0].shape) + (self.N,))
+
+    def forward(self, bottom, top):
+        x = bottom[0].data_t
+        idx = x.reshape(-1).to(torch.int64)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.K):
+            bad = idx[(idx < 0) | (idx >= self.K)][0].item()
+            raise self.error(f"index {bad} is out of range [0, {self.K}) (embed_param.input_dim)")
+        self._idx = idx
+        w = self.blobs[0].data_t
+        y = w[idx]
+        if self.bias_term:
+            y = y + self.blobs[1].data_t
+        top[0].data_t = y.reshape(top[0].shape)
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return True  # as Caffe: force_backward then reaches the CHECK in backward
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            raise self.error("Can't backpropagate to EmbedLayer input.")
+        g = top[0].diff_t.reshape(-1, self.N)
+        if self.param_propagate_down[0]:
+            w = self.blobs[0]
+            w.diff_t = w.diff_t.index_add(0, self._idx, g.to(w.dtype))
+        if self.bias_term and self.param_propagate_down[1]:
+            b = self.blobs[1]
+            b.diff_t = b.diff_t + g.sum(dim=0).to(b.dtype)
+
+
+@register("BatchReindex")
+class BatchReindexLayer(Layer):
+    """top[n] = bottom[0][index[n]] for the 1-D index blob bottom[1] (values in [0, bottom[0].shape[0]));
+    the gradient adds each top row back into the row it came from.  No gradient to the indices."""
+
+    exact_bottoms = 2
+    exact_tops = 1
+
+    def reshape(self, bottom, top):
+        if bottom[1].num_axes != 1:
+            raise self.error(f"the index bottom must be 1-D, got shape {bottom[1].shape}")
+        top[0].reshape((bottom[1].shape[0],) + tuple(bottom[0].shape[1:]))
+
+    def forward(self, bottom, top):
+        idx_f = bottom[1].data_t
+        n0 = bottom[0].shape[0]
+        if bool((idx_f < 0).any()):
+            raise self.error("Index specified for reindex layer was negative.")
+        if bool((idx_f >= n0).any()):
+            raise self.error(f"Index specified for reindex layer was greater than batch size ({n0}).")
+        self._idx = idx_f.to(torch.int64)
+        top[0].data_t = bottom[0].data_t[self._idx]
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise self.error("Cannot backprop to index.")
+        if propagate_down[0]:
+            d = torch.zeros_like(bottom[0].data_t)
+            bottom[0].diff_t = d.index_add(0, self._idx, top[0].diff_t.to(d.dtype))
+
+
+@register("Filter")
+class FilterLayer(Layer):
+    """Forward the items (along axis 0) of bottoms 0..k-1 whose selector (the last bottom, N x 1 x ...) is
+    nonzero; tops have the selected count (at set-up, as Caffe, the full count).  Gradients go back to the
+    selected items, zero elsewhere; none to the selector."""
+
+    min_bottoms = 2
+    min_tops = 1
+
+    def layer_setup(self, bottom, top):
+        if len(top) != len(bottom) - 1:
+            raise self.error(f"needs one top per filtered bottom: {len(bottom) - 1} filtered bottoms, "
+                             f"{len(top)} tops")
+        self._first_reshape = True
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return True  # as Caffe: force_backward on the selector reaches the error in backward
+
+    def reshape(self, bottom, top):
+        sel = bottom[-1]
+        if sel.num_axes == 0:
+            raise self.error("the selector blob needs a first axis")
+        for i in range(1, sel.num_axes):
+            if sel.shape[i] != 1:
+                raise self.error(f"Selector blob dimensions must be singletons (1), except the first "
+                                 f"(shape {sel.shape})")
+        for i, b in enumerate(bottom[:-1]):
+            if b.num_axes == 0 or b.shape[0] != sel.shape[0]:
+                raise self.error(f"Each bottom should have the same 0th dimension as the selector blob: "
+                                 f"bottom[{i}] {b.shape}, selector {sel.shape}")
+        self._indices = torch.nonzero(sel.data_t.reshape(-1) != 0).reshape(-1)
+        n = int(self._indices.numel())
+        if self._first_reshape:
+            n = bottom[0].shape[0]
+            self._first_reshape = False
+        for t, b in zip(top, bottom):
+            t.reshape((n,) + tuple(b.shape[1:]))
+
+    def forward(self, bottom, top):
+        for t, b in zip(top, bottom):
+            t.data_t = b.data_t[self._indices.to(b.device)]
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[-1]:
+            raise self.error("Filter Layer cannot backpropagate to filter index inputs")
+        for i, t in enumerate(top):
+            if propagate_down[i]:
+                d = torch.zeros_like(bottom[i].data_t)
+                d[self._indices.to(d.device)] = t.diff_t.to(d.dtype)
+                bottom[i].diff_t = d
+
+
+@register("Parameter")
+class ParameterLayer(Layer):
+    """A learnable blob of ``parameter_param.shape`` (initialised to zero; weights come from a caffemodel or
+    the solver) given as the top: the top shares the parameter's data and diff."""
+
+    exact_bottoms = 0
+    exact_tops = 1
+
+    def layer_setup(self, bottom, top):
+        shape = tuple(int(d) for d in self.layer_param.parameter_param.shape.dim)
+        dt = top[0].dtype if top else torch.float32
+        self.blobs = [make_param(self, shape, None, dt, "parameter_param")]
+        top[0].reshape(shape)
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        top[0].share_data(self.blobs[0])
+        top[0].share_diff(self.blobs[0])
