@@ -29,6 +29,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+import numpy as np
+
 from .images import ImageError, read_photo, writable_format, write_photo
 from .paths import DEFAULT_PROTOTXT, PROTOTXT_DIR
 
@@ -191,7 +193,7 @@ def run(args) -> int:
 
     import torchcaffe as caffe
 
-    from .colorizer import Colorizer, torch_device
+    from .colorizer import Colorizer, compose, torch_device
 
     try:
         device = torch_device(args.gpu)
@@ -211,25 +213,30 @@ def run(args) -> int:
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or single, file=sys.stderr)
 
     def flush():
+        """One forward pass for the batch; then each photo is composed, written and let go before the next
+        (so a large photo's input and output are not held beside the next one's)."""
         nonlocal done
         if not batch:
             return
+        jobs_now = [(src, dst) for src, dst, _ in batch]
+        photos = [p for _, _, p in batch]
+        batch.clear()
         try:
-            results = list(model.colorize_photos([p for _, _, p in batch], clip=args.clip,
-                                                 side_by_side=args.side_by_side))
+            ab = model.predict_ab_batch(np.stack([model.net_lightness(p) for p in photos]))
         except (RuntimeError, ValueError, MemoryError) as e:
-            failures.extend((src, f"colorizing failed: {e}") for src, _, _ in batch)
-            bar.update(len(batch))
-            batch.clear()
+            failures.extend((src, f"colorizing failed: {e}") for src, _ in jobs_now)
+            bar.update(len(jobs_now))
             return
-        for (src, dst, _), (rgb, alpha) in zip(batch, results):
+        for i, (src, dst) in enumerate(jobs_now):
+            photo, photos[i] = photos[i], None
             try:
+                rgb, alpha = compose(photo, ab[i], clip=args.clip, side_by_side=args.side_by_side)
+                del photo
                 write_photo(dst, rgb, alpha)
                 done += 1
-            except (ImageError, OSError) as e:
+            except (ImageError, OSError, RuntimeError, ValueError, MemoryError) as e:
                 failures.append((src, str(e)))
             bar.update(1)
-        batch.clear()
 
     budget = 64 << 20  # pixels held at once by one batch (a large photo forms a batch of its own)
     for src, dst in todo:
