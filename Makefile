@@ -31,4 +31,4 @@ prototxt: install
 	$(PY) tools/make_prototxt.py
 
 clean:
-	rm -rf $(VENV) *.egg-info demo_out build dist
+	rm -rf $(VENV) *.egg-info layers/*.egg-info demo_out build dist
