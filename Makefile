@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench prototxt clean
+.PHONY: install demo test wheel bench prototxt clean
 
 install: $(STAMP)
 
@@ -27,8 +27,12 @@ test: install
 bench: install
 	$(PY) tools/benchmark.py --json benchmark.json --markdown benchmark.md
 
+# A wheel for `pip install` elsewhere (data and prototxt files inside; console commands cic-* and caffe).
+wheel: install
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+
 prototxt: install
 	$(PY) tools/make_prototxt.py
 
 clean:
-	rm -rf $(VENV) *.egg-info demo_out
+	rm -rf $(VENV) *.egg-info layers/*.egg-info demo_out build dist

@@ -16,7 +16,7 @@ Modules (one place for each thing):
 """
 from ._interop import to_numpy, to_tensor
 from .bins import GRID, PTS_IN_HULL, Q, as_centers, bin_centers, gamut_bins, grid_spacing, load_bins
-from .color import bgr255_to_lab, lab2rgb, lab_to_rgb, rgb2lab, rgb_to_lab
+from .color import bgr255_to_lab, fit_to_gamut, lab2rgb, lab_to_rgb, rgb2lab, rgb_to_lab
 from .decode import DEFAULT_T, annealed_mean, colorize, decode_mean, decode_mode, upsample_bilinear
 from .encode import DEFAULT_K, DEFAULT_SIGMA, knn_bins, nearest_bin, soft_encode
 from .gray import GRAY_THRESHOLD, is_gray, is_gray_image, nongray_mask
@@ -27,7 +27,7 @@ from .prior import (LAMBDA, PRIOR_PROBS, PRIOR_SIGMA, PriorAccumulator, bin_coun
 
 __all__ = [
     "GRID", "PTS_IN_HULL", "Q", "as_centers", "bin_centers", "gamut_bins", "grid_spacing", "load_bins",
-    "bgr255_to_lab", "lab2rgb", "lab_to_rgb", "rgb2lab", "rgb_to_lab",
+    "bgr255_to_lab", "fit_to_gamut", "lab2rgb", "lab_to_rgb", "rgb2lab", "rgb_to_lab",
     "DEFAULT_T", "annealed_mean", "colorize", "decode_mean", "decode_mode", "upsample_bilinear",
     "DEFAULT_K", "DEFAULT_SIGMA", "knn_bins", "nearest_bin", "soft_encode",
     "GRAY_THRESHOLD", "is_gray", "is_gray_image", "nongray_mask",

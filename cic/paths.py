@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: The toolkit's data directory: ``<repo>/data``.
-DATA_DIR: Path = Path(__file__).resolve().parents[1] / "data"
+#: The toolkit's data directory: ``cic/data`` in an installed toolkit (setup.py ships the repo's ``data/``
+#: there as package data), ``<repo>/data`` in a checkout (``pip install -e .`` or ``PYTHONPATH=<repo>``).
+_PACKAGED_DATA = Path(__file__).resolve().parent / "data"
+DATA_DIR: Path = _PACKAGED_DATA if _PACKAGED_DATA.is_dir() else Path(__file__).resolve().parents[1] / "data"
 
 
 def data_path_candidates(path: str | os.PathLike) -> list[Path]:

@@ -126,3 +126,63 @@ def test_nongray_mask_shape_and_values():
     assert m.shape == (3, 1, 4, 5) and m.dtype == ab.dtype
     assert torch.equal(m[:, 0, 0, 0], torch.tensor([1.0, 0.0, 1.0]))
     assert torch.equal(m, m[:, :, :1, :1].expand_as(m))
+
+
+# --- fit_to_gamut: out-of-gamut colours lose chroma at constant L (checked with scikit-image) ---------------
+
+def _random_lab(n, seed=0):
+    """Lab colours across the whole L range with chroma up to 130: most are outside the sRGB gamut."""
+    rng = np.random.default_rng(seed)
+    L = rng.uniform(0, 100, n)
+    c, h = rng.uniform(0, 130, n), rng.uniform(-np.pi, np.pi, n)
+    return np.stack([L, c * np.cos(h), c * np.sin(h)], -1)
+
+
+def _unclipped_srgb(lab):
+    """scikit-image's Lab -> XYZ, then XYZ -> linear RGB -> sRGB companding without its final clip."""
+    with warnings.catch_warnings():  # far out of gamut, Z < 0 is clipped (and flagged out of gamut anyway)
+        warnings.simplefilter("ignore", UserWarning)
+        xyz = color.lab2xyz(lab.reshape(-1, 1, 3)).reshape(-1, 3)
+    lin = xyz @ color.colorconv.rgb_from_xyz.T
+    return np.where(lin > 0.0031308, 1.055 * np.abs(lin) ** (1 / 2.4) * np.sign(lin) - 0.055, 12.92 * lin)
+
+
+def test_fit_to_gamut_keeps_lightness_and_hue_on_8bit_output():
+    lab = _random_lab(20000)
+    assert (np.abs(_unclipped_srgb(lab) - 0.5) > 0.5).any(1).mean() > 0.5  # mostly out of gamut
+    rgb8 = np.round(255 * cic.lab2rgb(lab.astype(np.float32), keep_lightness=True)).astype(np.uint8)
+    back = color.rgb2lab(rgb8.reshape(-1, 1, 3)).reshape(-1, 3)
+    assert np.abs(back[:, 0] - lab[:, 0]).max() < 1.0
+    # the hue is kept where enough chroma is left for 8-bit rounding to leave the angle defined
+    chroma = np.hypot(back[:, 1], back[:, 2])
+    keep = chroma > 10
+    dh = np.angle(np.exp(1j * (np.arctan2(back[keep, 2], back[keep, 1]) - np.arctan2(lab[keep, 2], lab[keep, 1]))))
+    assert keep.mean() > 0.3 and np.degrees(np.abs(dh)).max() < 5
+    # the clipping that the released scripts do moves L much more on the same colours
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        clipped = np.round(255 * color.lab2rgb(lab.reshape(-1, 1, 3)).reshape(-1, 3)).astype(np.uint8)
+    dl_clip = np.abs(color.rgb2lab(clipped.reshape(-1, 1, 3)).reshape(-1, 3)[:, 0] - lab[:, 0])
+    assert np.percentile(dl_clip, 75) > 3 and dl_clip.max() > 10
+
+
+def test_fit_to_gamut_is_inside_maximal_and_leaves_gamut_colours_alone():
+    lab = torch.from_numpy(_random_lab(5000, seed=1).T.reshape(1, 3, 50, 100)).to(torch.float64)
+    fit = cic.fit_to_gamut(lab)
+    f = fit[0].reshape(3, -1).T.numpy()
+    x = lab[0].reshape(3, -1).T.numpy()
+    np.testing.assert_array_equal(f[:, 0], x[:, 0])
+    scale = np.hypot(f[:, 1], f[:, 2]) / np.maximum(np.hypot(x[:, 1], x[:, 2]), 1e-12)
+    assert (scale <= 1 + 1e-12).all()
+    s_rgb = _unclipped_srgb(f)
+    assert (s_rgb > -1e-4).all() and (s_rgb < 1 + 1e-4).all()  # inside, by scikit-image's formulas
+    # maximal, up to the bisection's 2**-12 of the chroma: a little more chroma (2**-10) leaves the gamut for
+    # every colour that was reduced
+    reduced = scale < 1 - 1e-9
+    more = x[reduced].copy()
+    more[:, 1:] *= (scale[reduced] + 2.0 ** -10)[:, None]
+    assert (np.abs(_unclipped_srgb(more) - 0.5) > 0.5 + 2e-6).any(1).all()
+    # colours already inside are returned as they are
+    inside = (np.abs(_unclipped_srgb(x) - 0.5) <= 0.5 - 1e-4).all(1)
+    assert inside.sum() > 100
+    np.testing.assert_allclose(f[inside], x[inside], rtol=0, atol=1e-12)

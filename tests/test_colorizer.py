@@ -67,8 +67,11 @@ def test_colorize_image_command(tmp_path):
     src = tmp_path / "in.png"
     cv2.imwrite(str(src), skimage.data.chelsea()[..., ::-1])
     dst = tmp_path / "out.png"
+    deploy = REPO / "prototxt" / "demo" / "colorization_deploy.prototxt"
+    weights = tmp_path / "w.caffemodel"
+    caffe.Net(str(deploy), caffe.TEST).save(str(weights))
     cmd = [sys.executable, str(REPO / "tools" / "colorize_image.py"), "-img_in", str(src), "-img_out", str(dst),
-           "-prototxt", str(REPO / "prototxt" / "demo" / "colorization_deploy.prototxt")]
+           "-prototxt", str(deploy), "-caffemodel", str(weights)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert cv2.imread(str(dst)).shape == (300, 451, 3)

@@ -1,5 +1,4 @@
 """tools/describe_net.py: the seed's Table 1 from a prototxt, and the parameter count."""
-import importlib.util
 import re
 import subprocess
 import sys
@@ -12,9 +11,7 @@ import torchcaffe as caffe
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO.parent / "shared" / "seed" / "colorful_image_colorization_supplementary.txt"
 
-_spec = importlib.util.spec_from_file_location("_tool_describe_net", REPO / "tools" / "describe_net.py")
-dn = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(dn)
+from colorization import describe_net as dn  # noqa: E402  (tools/describe_net.py)
 
 
 def _run(*args, capsys=None):

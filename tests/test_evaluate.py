@@ -280,3 +280,37 @@ def test_v1_format_classifier_gives_the_same_results(setup, first_run, tmp_path)
     a, b = load(tmp_path / "v1.json"), load(first_run)
     for name in ev.VARIANTS:
         assert a[name] == b[name]
+
+
+def test_missing_or_corrupt_lmdb_and_absent_gpu_are_one_line(setup, tmp_path, capsys):
+    """The old evaluate_auc flags: a missing LMDB, a record that is not a Datum (named by its key) and
+    ``-gpu 0`` without CUDA each end in one line naming what the user gave (migrated from helper app's
+    test_evaluate_auc.py)."""
+    import lmdb
+    import torch
+
+    import torchcaffe as caffe
+
+    prior = tmp_path / "prior.npy"
+    np.save(prior, np.full(313, 1 / 313))
+    base = ["-prototxt", str(DEPLOY), "-caffemodel", str(setup.weights), "-prior", str(prior), "--no-progress"]
+
+    def one_line():
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and "Traceback" not in err, err
+        return lines[0]
+
+    capsys.readouterr()
+    assert ev.main(base + ["-lmdb", str(tmp_path / "nowhere")]) == 1
+    assert "nowhere" in one_line()
+    db = tmp_path / "split"
+    with lmdb.open(str(db), map_size=1 << 24) as env, env.begin(write=True) as txn:
+        txn.put(b"00000000", caffe.io.array_to_datum(np.zeros((3, 16, 16), np.uint8), label=0).SerializeToString())
+        txn.put(b"00000001", b"\x08\x03garbage that is no Datum")
+    assert ev.main(base + ["-lmdb", str(db), "-batch", "2"]) == 1
+    line = one_line()
+    assert "split" in line and "00000001" in line, line
+    if not torch.cuda.is_available():
+        assert ev.main(base + ["-lmdb", str(db), "-gpu", "0"]) == 1
+        assert "-gpu 0" in one_line()

@@ -19,15 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 GOLDEN_NARROW = REPO.parent / "shared" / "caffe_golden" / "data_and_colornet"
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-mp = _load_tool("make_prototxt")
-dn = _load_tool("describe_net")
+from colorization import describe_net as dn  # noqa: E402  (tools/describe_net.py)
+from colorization import make_prototxt as mp  # noqa: E402  (tools/make_prototxt.py)
 
 # BVLC Caffe 1.0's registered layer types (src/caffe/layers, layer_factory.cpp).
 BVLC_TYPES = {

@@ -19,9 +19,9 @@ import sys
 import tempfile
 import time
 
+from colorization.synthetic import make_jpegs  # the benchmarks' shared image tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from colorization.benchmark import make_jpegs  # noqa: E402  (ImageNet-like JPEGs of scikit-image's photos)
 
 
 def main(argv=None) -> int:
