@@ -625,7 +625,7 @@ def load_prior_arg(spec):
 
 def run(args, cache_dir) -> Results:
     """Score the dataset (resuming from ``cache_dir``; None: no cache) and return the results of its first ``limit`` images."""
-    from colorization.colorizer import Colorizer
+    from colorization.colorizer import Colorizer, torch_device
 
     if not args.caffemodel:
         raise EvaluationError("--caffemodel is required (the colorization net's weights)")
@@ -634,7 +634,10 @@ def run(args, cache_dir) -> Results:
             raise EvaluationError(f"{f}: no such file")
     if bool(args.classifier_prototxt) != bool(args.classifier_caffemodel):
         raise EvaluationError("give both --classifier-prototxt and --classifier-caffemodel, or neither")
-    device = "cpu" if args.gpu < 0 else f"cuda:{args.gpu}"
+    try:
+        device = torch_device(args.gpu)
+    except ValueError as e:
+        raise EvaluationError(str(e)) from None
     dataset = open_dataset(args.lmdb, args.images, args.labels, args.resize)
     count = min(len(dataset.keys), args.limit) if args.limit else len(dataset.keys)
     if count == 0:

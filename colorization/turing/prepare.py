@@ -189,11 +189,10 @@ def run(args) -> int:
     for kind, name in wanted:
         if kind == "model":
             import torchcaffe as caffe
-            from colorization.colorizer import Colorizer
+            from colorization.colorizer import Colorizer, torch_device
 
             caffe.init_log(1)  # the runtime's INFO lines (the whole net) are not a progress report
-            device = "cpu" if args.gpu < 0 else f"cuda:{args.gpu}"
-            colorizer = Colorizer(args.prototxt, args.caffemodel, device=device)
+            colorizer = Colorizer(args.prototxt, args.caffemodel, device=torch_device(args.gpu))
             entry = {"name": name, "kind": "model", "prototxt": str(Path(args.prototxt).resolve()),
                      "caffemodel": str(Path(args.caffemodel).resolve()) if args.caffemodel else None}
             add_algorithm(study, manifest, entry, colorizer.colorize, log)
