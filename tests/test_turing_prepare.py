@@ -119,14 +119,20 @@ def test_prepare_errors_are_one_line(tmp_path, capsys):
 
 def test_prepare_with_the_released_deploy_file(tmp_path):
     """The released ``colorization_deploy_v2`` (224 x 224 input, output blob ``class8_ab``, final Silence)
-    through the same Colorizer; its fixed layers from the toolkit's file, the rest at initial values."""
-    rel = REPO / "prototxt" / "release_v2"
+    through the same Colorizer, with seeded random weights for every layer (the colorizer refuses weights that
+    leave layers unset)."""
+    import torchcaffe as caffe
+    from colorization.colorizer import random_colorization_weights
+
+    deploy = REPO / "prototxt" / "release_v2" / "colorization_deploy_v2.prototxt"
+    net = caffe.Net(str(deploy), caffe.TEST)
+    random_colorization_weights(net, seed=3)
+    net.save(str(tmp_path / "random.caffemodel"))
     src = tmp_path / "photos"
     src.mkdir()
     cv2.imwrite(str(src / "a.png"), photo(300, 240, 5))
     study = tmp_path / "study"
-    args = ["--prototxt", str(rel / "colorization_deploy_v2.prototxt"),
-            "--caffemodel", str(rel / "colorization_release_v2_fixed_layers.caffemodel")]
+    args = ["--prototxt", str(deploy), "--caffemodel", str(tmp_path / "random.caffemodel")]
     assert main(["prepare", str(study), "--images", str(src), "--name", "release_v2", "--quiet"] + args) == 0
     real = read_image(study / "real" / "00000.png")
     expect = Colorizer(args[1], args[3]).colorize(real)
