@@ -28,7 +28,7 @@ import cic
 import torchcaffe as caffe
 
 from .images import Photo, read_photo, write_photo
-from .paths import DEFAULT_PROTOTXT, REPO  # noqa: F401  (REPO: the benchmarks' checkout root)
+from .paths import DEFAULT_PROTOTXT
 
 RELEASE_TEMPERATURE_SCALE = 2.606  # 1 / 0.38, as the released deploy file writes it
 #: The layers that ``fill_fixed_layers`` provides when weights lack them.

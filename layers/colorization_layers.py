@@ -40,16 +40,10 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import torch
 
-try:
-    import cic
-except ImportError:  # only layers/ is on the path (e.g. a real Caffe): add the toolkit root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import cic
+import cic  # the installed toolkit (or its checkout on PYTHONPATH: PYTHONPATH=$TOOLKIT/layers:$TOOLKIT in a BVLC Caffe)
 from cic import to_tensor
 
 try:

@@ -222,8 +222,9 @@ def test_python_layers_run_in_a_bvlc_like_host_and_agree_with_bvlc(runs, monkeyp
 
 
 def test_python_layer_module_imports_with_only_layers_on_the_path(tmp_path):
-    """BVLC imports ``colorization_layers`` from PYTHONPATH; with only layers/ there (no toolkit root),
-    it still finds cic, and it builds on whatever ``caffe`` module is importable (here: a stand-in)."""
+    """BVLC imports ``colorization_layers`` from PYTHONPATH; with only layers/ there (no toolkit root), it
+    finds cic in the installed toolkit, and it builds on whatever ``caffe`` module is importable (here: a
+    stand-in)."""
     fake = tmp_path / "caffe"
     fake.mkdir()
     (fake / "__init__.py").write_text("class Layer:\n    pass\n")

@@ -17,19 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-try:
-    import cic
-except ImportError:  # running from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import cic
 
 import numpy as np
 import torch
 
-from colorization.benchmark import SOFT_SHAPE as SHAPE, ReleasedNNEncode, timeit  # noqa: E402
-from colorization.benchmark import real_ab_batch as real_batch  # noqa: E402
+import cic
+from colorization.benchmark import SOFT_SHAPE as SHAPE, ReleasedNNEncode, timeit
+from colorization.benchmark import real_ab_batch as real_batch
 
 
 def main(argv=None) -> int:
