@@ -1,0 +1,36 @@
+"""colorization.benchmark's forward + backward section (tiny: proves it runs, that both runtimes compute the
+same input gradient, and that the JSON and table carry it; times nothing)."""
+import json
+from pathlib import Path
+
+import torch
+
+from colorization import benchmark
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_deploy_forward_backward_keys_and_gradients():
+    fb = benchmark.deploy_forward_backward(benchmark.DEPLOY, batch=1, repeats=1, size=32, log=lambda *a: None)
+    assert sorted(fb["per_image_ms"]) == ["pytorch_reference", "torchcaffe"]
+    assert all(v > 0 for v in fb["per_image_ms"].values()) and fb["ratio"] > 0
+    assert fb["input_grad_max_rel_diff"] < 1e-2          # the same gradient (float32 rounding only)
+    result = {"machine": benchmark.machine(), "deploy_backward": fb, "deploy_forward_backward_ms": fb["per_image_ms"]}
+    assert "Forward + backward" in benchmark.markdown(result)
+    json.dumps(result)
+
+
+def test_to_module_is_differentiable_through_layers_without_a_torch_nn_counterpart():
+    import torchcaffe as caffe
+    from torchcaffe.fast import to_module
+
+    net = caffe.Net(str(benchmark.DEPLOY), caffe.TEST)          # Scale and Softmax: no torch.nn module
+    net.blobs["data_l"].reshape(1, 1, 32, 32)
+    net.reshape()
+    m = to_module(net, outputs=["class8_ab"])
+    x = (torch.randn(1, 1, 32, 32) * 30).requires_grad_(True)
+    y = m(x)
+    next(iter(y.values())).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    with torch.no_grad():                                   # inference builds no graph
+        assert not next(iter(m(x).values())).requires_grad
