@@ -461,23 +461,35 @@ def real_ab_batch(seed: int = 0, shape=SOFT_SHAPE) -> np.ndarray:
     return out
 
 
-def soft_encoding(repeats: int = 5, device: str = "cpu", log=print) -> dict:
-    """ms of the released encoder and of ``cic.soft_encode`` (k = 10 as released; into a reused blob, as the
-    layer does) on a real training batch; and the speed-up."""
+def soft_encoding(repeats: int = 5, device: str = "cpu", log=print, threads=(1, 2), shape=SOFT_SHAPE) -> dict:
+    """ms of the released encoder (single-threaded, as scikit-learn's ball tree queries) and of
+    ``cic.soft_encode`` (k = 10 as released; into a reused blob, as the layer does) on a real training batch,
+    interleaved; on the CPU once per torch thread count in ``threads`` (``by_threads``; the top-level keys
+    are the first count's).  And the speed-up (the ratio of the medians)."""
     import cic
 
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     released = ReleasedNNEncode(cic.load_bins())
-    ab = real_ab_batch()
+    ab = real_ab_batch(shape=shape)
     ab_t = torch.from_numpy(ab).to(dev)
     buf = torch.empty((ab.shape[0], cic.Q) + ab.shape[2:], device=dev)
-    res = timeit({"sklearn": lambda: released.encode(ab), "cic": lambda: cic.soft_encode(ab_t, k=10, out=buf)},
-                 repeats, sync, warmup=1)
-    out = {"sklearn_ball_tree_ms": 1000 * res["sklearn"][0], "cic_ms": 1000 * res["cic"][0]}
-    out["speedup"] = out["sklearn_ball_tree_ms"] / out["cic_ms"]
-    log(f"  soft-encoding 40x2x56x56 (k = 10): released ball tree {out['sklearn_ball_tree_ms']:.1f} ms, "
-        f"cic.soft_encode {out['cic_ms']:.1f} ms ({out['speedup']:.1f}x)")
+    saved = torch.get_num_threads()
+    by = {}
+    try:
+        for t in (threads if dev.type == "cpu" else (saved,)):
+            torch.set_num_threads(t)
+            res = timeit({"sklearn": lambda: released.encode(ab), "cic": lambda: cic.soft_encode(ab_t, k=10, out=buf)},
+                         repeats, sync, warmup=1)
+            one = {"sklearn_ball_tree_ms": 1000 * res["sklearn"][0], "cic_ms": 1000 * res["cic"][0]}
+            one["speedup"] = one["sklearn_ball_tree_ms"] / one["cic_ms"]
+            by[str(t)] = one
+            log(f"  soft-encoding {'x'.join(map(str, shape))} (k = 10), {t} torch thread(s): released ball tree "
+                f"{one['sklearn_ball_tree_ms']:.1f} ms, cic.soft_encode {one['cic_ms']:.1f} ms ({one['speedup']:.1f}x)")
+    finally:
+        torch.set_num_threads(saved)
+    out = dict(next(iter(by.values())))
+    out["by_threads"] = by
     return out
 
 
@@ -547,6 +559,7 @@ def markdown(result: dict) -> str:
         lines.append(f"Data layer: {result['data_layer_images_per_s']:.0f} images/s.")
     if "soft_encoding" in result:
         s = result["soft_encoding"]
-        lines.append(f"Soft-encoding (40x2x56x56, k = 10): released ball tree {s['sklearn_ball_tree_ms']:.1f} ms, "
-                     f"cic {s['cic_ms']:.1f} ms ({s['speedup']:.1f}x).")
+        lines.append("Soft-encoding (40x2x56x56, k = 10): " + "; ".join(
+            f"{t} thread(s): released ball tree {v['sklearn_ball_tree_ms']:.1f} ms, cic {v['cic_ms']:.1f} ms "
+            f"({v['speedup']:.1f}x)" for t, v in s.get("by_threads", {"": s}).items()) + ".")
     return "\n".join(lines) + "\n"

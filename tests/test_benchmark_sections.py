@@ -1,5 +1,6 @@
-"""colorization.benchmark's forward + backward section (tiny: proves it runs, that both runtimes compute the
-same input gradient, and that the JSON and table carry it; times nothing)."""
+"""colorization.benchmark: the forward + backward section and the soft-encoding section per thread count
+(tiny: proves they run, that both runtimes compute the same input gradient, and that the JSON and the table
+carry the numbers; times nothing)."""
 import json
 from pathlib import Path
 
@@ -34,3 +35,14 @@ def test_to_module_is_differentiable_through_layers_without_a_torch_nn_counterpa
     assert x.grad is not None and torch.isfinite(x.grad).all()
     with torch.no_grad():                                   # inference builds no graph
         assert not next(iter(m(x).values())).requires_grad
+
+
+def test_soft_encoding_section_per_thread_count():
+    s = benchmark.soft_encoding(repeats=1, log=lambda *a: None, threads=(1, 2), shape=(2, 2, 16, 16))
+    assert sorted(s["by_threads"]) == ["1", "2"]
+    for v in s["by_threads"].values():
+        assert v["sklearn_ball_tree_ms"] > 0 and v["cic_ms"] > 0 and v["speedup"] > 0
+    assert s["cic_ms"] == s["by_threads"]["1"]["cic_ms"]
+    table = benchmark.markdown({"machine": benchmark.machine(), "soft_encoding": s})
+    assert "1 thread(s)" in table and "2 thread(s)" in table
+    json.dumps(s)
