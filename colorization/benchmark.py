@@ -6,6 +6,8 @@
   with ``optimize=True``), the plain torch.nn module of the same graph (``to_module(net)``) and OpenCV DNN
   reading the same caffemodel; batch 1 and a larger batch.  The four run interleaved, so that load from
   other processes hits all alike; each row also gives the largest difference of its output from the exact one.
+  Then forward + backward (loss: the sum of the ab output) of ``caffe.Net`` against the plain module with
+  autograd, interleaved (``deploy_forward_backward_ms``).
 * ``train``: training images/s of the Table 1 net at 176x176 crops (a real solver step: forward, backward,
   Adam update), exact float32 and bf16 mixed precision (``caffe train -precision bf16``); the Data layer is
   replaced by an Input blob of random BGR images, so that this times the net and its colour layers.
@@ -156,6 +158,72 @@ def _deploy_forward(prototxt, batches, repeats, device, size, log) -> dict:
         log(f"  batch {b}: " + ", ".join(f"{k} {v:.1f} ms/image" for k, v in results[b].items())
             + f" (set-up of both modules {time.perf_counter() - t0:.1f} s)")
     return {"per_image_ms": results, "max_abs_diff_vs_exact": diffs, "prototxt": str(prototxt), "output": out}
+
+
+def deploy_forward_backward(prototxt=DEPLOY, batch: int = 1, repeats: int = 5, device: str = "cpu",
+                            size: int = 224, log=print) -> dict:
+    """ms per image of a forward and backward pass (loss: the sum of the ab output) of the exact ``caffe.Net``
+    (``force_backward``, as ``caffe time`` runs it) and of the plain torch.nn module of the same graph with
+    autograd (``to_module(net)``, weights and input requiring gradients), interleaved in the same run; plus
+    the largest difference of the input gradients, relative to their largest magnitude."""
+    with _log_level(1):
+        return _deploy_forward_backward(prototxt, batch, repeats, device, size, log)
+
+
+def _deploy_forward_backward(prototxt, batch, repeats, device, size, log) -> dict:
+    import torchcaffe as caffe
+    from torchcaffe.fast import to_module
+    from torchcaffe.protoio import read_net_param
+
+    from .colorizer import ab_output, random_colorization_weights
+
+    dev = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    param = read_net_param(str(prototxt))
+    param.force_backward = True
+    net = caffe.Net(param, caffe.TEST, device="cpu")
+    random_colorization_weights(net, seed=0)
+    out = ab_output(net)
+    x = torch.from_numpy(np.random.default_rng(batch).uniform(-50, 50, (batch, 1, size, size)).astype(np.float32))
+    blob = net.blobs[net.inputs[0] if net.inputs else "data_l"]
+    blob.reshape(*x.shape)
+    net.reshape()
+    net.to(dev)
+    xd = x.to(dev)
+    ref = to_module(net, outputs=[out])
+    params = list(ref.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    top = net.blobs[out]
+    # backward from the layer that computes the output (the released file's Silence after it zeroes its diff)
+    start = max(i for i, name in enumerate(net._layer_names) if out in net.top_names[name])
+
+    def run_exact():
+        blob.data_t = xd
+        net.clear_param_diffs()
+        net.forward_loss()
+        top.diff_t = torch.ones_like(top.data_t)
+        net.backward_from_to(start)
+        return blob.diff_t
+
+    def run_ref():
+        xr = xd.clone().requires_grad_(True)
+        for p in params:
+            p.grad = None
+        ref(xr)[out].sum().backward()
+        return xr.grad
+
+    fns = {"torchcaffe": run_exact, "pytorch_reference": run_ref}
+    g_exact = run_exact().detach().cpu().clone()
+    g_ref = run_ref().detach().cpu()
+    res = timeit(fns, repeats, sync)
+    ms = {k: 1000 * med / batch for k, (med, _) in res.items()}
+    ratio = ms["torchcaffe"] / ms["pytorch_reference"]
+    diff = float((g_exact - g_ref).abs().max() / max(float(g_exact.abs().max()), 1e-30))
+    log(f"  batch {batch}: torchcaffe {ms['torchcaffe']:.1f} ms/image, pytorch_reference "
+        f"{ms['pytorch_reference']:.1f} ms/image ({ratio:.2f}x); input gradients differ by {diff:.1e} relative")
+    return {"per_image_ms": ms, "ratio": ratio, "batch": batch, "input_grad_max_rel_diff": diff,
+            "prototxt": str(prototxt), "output": out}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -347,23 +415,35 @@ def real_ab_batch(seed: int = 0, shape=SOFT_SHAPE) -> np.ndarray:
     return out
 
 
-def soft_encoding(repeats: int = 5, device: str = "cpu", log=print) -> dict:
-    """ms of the released encoder and of ``cic.soft_encode`` (k = 10 as released; into a reused blob, as the
-    layer does) on a real training batch; and the speed-up."""
+def soft_encoding(repeats: int = 5, device: str = "cpu", log=print, threads=(1, 2), shape=SOFT_SHAPE) -> dict:
+    """ms of the released encoder (single-threaded, as scikit-learn's ball tree queries) and of
+    ``cic.soft_encode`` (k = 10 as released; into a reused blob, as the layer does) on a real training batch,
+    interleaved; on the CPU once per torch thread count in ``threads`` (``by_threads``; the top-level keys
+    are the first count's).  And the speed-up (the ratio of the medians)."""
     import cic
 
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     released = ReleasedNNEncode(cic.load_bins())
-    ab = real_ab_batch()
+    ab = real_ab_batch(shape=shape)
     ab_t = torch.from_numpy(ab).to(dev)
     buf = torch.empty((ab.shape[0], cic.Q) + ab.shape[2:], device=dev)
-    res = timeit({"sklearn": lambda: released.encode(ab), "cic": lambda: cic.soft_encode(ab_t, k=10, out=buf)},
-                 repeats, sync, warmup=1)
-    out = {"sklearn_ball_tree_ms": 1000 * res["sklearn"][0], "cic_ms": 1000 * res["cic"][0]}
-    out["speedup"] = out["sklearn_ball_tree_ms"] / out["cic_ms"]
-    log(f"  soft-encoding 40x2x56x56 (k = 10): released ball tree {out['sklearn_ball_tree_ms']:.1f} ms, "
-        f"cic.soft_encode {out['cic_ms']:.1f} ms ({out['speedup']:.1f}x)")
+    saved = torch.get_num_threads()
+    by = {}
+    try:
+        for t in (threads if dev.type == "cpu" else (saved,)):
+            torch.set_num_threads(t)
+            res = timeit({"sklearn": lambda: released.encode(ab), "cic": lambda: cic.soft_encode(ab_t, k=10, out=buf)},
+                         repeats, sync, warmup=1)
+            one = {"sklearn_ball_tree_ms": 1000 * res["sklearn"][0], "cic_ms": 1000 * res["cic"][0]}
+            one["speedup"] = one["sklearn_ball_tree_ms"] / one["cic_ms"]
+            by[str(t)] = one
+            log(f"  soft-encoding {'x'.join(map(str, shape))} (k = 10), {t} torch thread(s): released ball tree "
+                f"{one['sklearn_ball_tree_ms']:.1f} ms, cic.soft_encode {one['cic_ms']:.1f} ms ({one['speedup']:.1f}x)")
+    finally:
+        torch.set_num_threads(saved)
+    out = dict(next(iter(by.values())))
+    out["by_threads"] = by
     return out
 
 
@@ -384,6 +464,11 @@ def run(prototxt=DEPLOY, batches=(1, 8), repeats: int = 10, train_iterations: in
         result["deploy"] = d
         result["deploy_forward_ms"] = d["per_image_ms"][batches[0]]
         result["deploy_forward_ms_by_batch"] = {str(b): v for b, v in d["per_image_ms"].items()}
+        log(f"deploy forward + backward (loss: sum of the ab output), batch {batches[0]}, ms per image "
+            f"(median of {repeats}):")
+        fb = deploy_forward_backward(prototxt, batches[0], repeats, device, log=log)
+        result["deploy_backward"] = fb
+        result["deploy_forward_backward_ms"] = fb["per_image_ms"]
     if "train" in sections:
         log(f"training, Table 1 net, {train_batch} crops of 176x176, {train_iterations} solver steps:")
         result["train_images_per_s"] = train_rate(batch=train_batch, iterations=train_iterations, device=device, log=log)
@@ -416,6 +501,11 @@ def markdown(result: dict) -> str:
         for label, ms in SEED_ROWS:
             lines.append(f"| {label} | {ms:.0f} | |")
         lines.append("")
+    if "deploy_forward_backward_ms" in result:
+        fb = result["deploy_forward_backward_ms"]
+        lines += [f"Forward + backward, batch {result['deploy_backward']['batch']}: torchcaffe `caffe.Net` (exact "
+                  f"fp32) {fb['torchcaffe']:.1f} ms per image, plain PyTorch module with autograd "
+                  f"{fb['pytorch_reference']:.1f} ms ({fb['torchcaffe'] / fb['pytorch_reference']:.2f}x).", ""]
     if "train_images_per_s" in result:
         t = result["train_images_per_s"]
         lines.append("Training (Table 1 net, 176x176 crops): " + ", ".join(f"{k} {v:.2f} images/s" for k, v in t.items()))
@@ -423,6 +513,7 @@ def markdown(result: dict) -> str:
         lines.append(f"Data layer: {result['data_layer_images_per_s']:.0f} images/s.")
     if "soft_encoding" in result:
         s = result["soft_encoding"]
-        lines.append(f"Soft-encoding (40x2x56x56, k = 10): released ball tree {s['sklearn_ball_tree_ms']:.1f} ms, "
-                     f"cic {s['cic_ms']:.1f} ms ({s['speedup']:.1f}x).")
+        lines.append("Soft-encoding (40x2x56x56, k = 10): " + "; ".join(
+            f"{t} thread(s): released ball tree {v['sklearn_ball_tree_ms']:.1f} ms, cic {v['cic_ms']:.1f} ms "
+            f"({v['speedup']:.1f}x)" for t, v in s.get("by_threads", {"": s}).items()) + ".")
     return "\n".join(lines) + "\n"

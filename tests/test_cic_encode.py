@@ -147,6 +147,40 @@ def test_candidate_table_equals_brute_force(centers):
             assert torch.allclose(d_of(i_t), d_of(i_b))                  # indices differ only among ties
 
 
+def _adversarial_ab(dtype):
+    """ab on the table's cell borders and on bisectors of the bins (multiples of 1.25 ab units: points
+    equidistant from 2 or 4 bins, cell corners), one float step either side of them, and random points."""
+    g = np.arange(-45, 60.01, 1.25)                                            # around the gray axis
+    grid = np.stack(np.meshgrid(g, g, indexing="ij"), 0).reshape(2, -1).astype(dtype)
+    up = np.nextafter(grid, np.array(np.inf, dtype))
+    down = np.nextafter(grid, np.array(-np.inf, dtype))
+    mixed = np.stack([up[0], down[1]])
+    rnd = np.random.default_rng(21).uniform(-120, 120, size=(2, 2000)).astype(dtype)
+    return np.concatenate([grid, up, down, mixed, rnd], axis=1)[None]       # (1, 2, P)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_candidate_table_exact_on_cell_borders_and_equidistant_points(dtype):
+    ab = _adversarial_ab(dtype)
+    c = cic.load_bins().astype(np.float64)
+    pts = ab[0].T.astype(np.float64)
+    d2_all = ((pts[:, None, :] - c[None]) ** 2).sum(-1)                      # float64 reference
+    ds = np.sort(d2_all, axis=1)
+    for k in (1, 5, 10):
+        d_t, i_t = cic.knn_bins(ab, k)
+        d_b, i_b = cic.knn_bins(ab, k, method="brute")
+        assert np.array_equal(d_t, d_b)                                      # bit for bit, ties included
+        untied = ds[:, k] - ds[:, k - 1] > 1e-6 * (1 + ds[:, k])
+        assert np.array_equal(np.sort(i_t[0].T, 1)[untied], np.sort(i_b[0].T, 1)[untied])
+        # at ties the chosen bins differ at most among equidistant ones: their exact distances agree
+        assert np.allclose(np.take_along_axis(d2_all, i_t[0].T, 1), np.take_along_axis(d2_all, i_b[0].T, 1),
+                           rtol=1e-6, atol=1e-4)
+        assert np.allclose(d_t[0].T, ds[:, :k], rtol=1e-6, atol=1e-4)        # and they are the k nearest
+        enc = cic.soft_encode(ab, k=k)
+        w = np.exp(-ds[:, :k] / 50.0)
+        assert np.allclose(-np.sort(-enc[0].T, 1)[:, :k], w / w.sum(1, keepdims=True), atol=1e-5)
+
+
 def test_many_fine_bins_use_brute_force_in_bounded_pieces():
     g = np.arange(-60, 61)
     fine = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)  # 14641 bins: no table

@@ -113,7 +113,9 @@ class _LayerCompute(nn.Module):
             self.register_buffer(f"p{i}", b.data_t.detach().clone())
 
     def forward(self, *xs):
-        with torch.no_grad():
+        # differentiable in its inputs when they need gradients (a plain module's autograd); else no graph
+        grad = torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in xs)
+        with torch.set_grad_enabled(grad):
             params = [getattr(self, f"p{i}") for i in range(len(self.layer.blobs))]
             if params and xs and xs[0].is_floating_point():
                 params = [p.to(xs[0].dtype) for p in params]
