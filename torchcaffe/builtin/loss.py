@@ -29,6 +29,22 @@ def _check_first_dims(layer, bottom) -> None:
                           f"{bottom[0].shape}, bottom[1] {bottom[1].shape}")
 
 
+def _label_axis(layer, bottom, axis: int, field: str, what: str) -> None:
+    """``layer.axis / outer / inner / C`` for predictions bottom[0] classified along ``axis`` (``field`` names
+    it in errors), with Caffe's check that bottom[1] holds one label per prediction (``what``: the axis's name
+    in Caffe's message)."""
+    s = bottom[0].shape
+    layer.axis = canonical_axis(layer, axis, len(s), field)
+    layer.outer = count(s, 0, layer.axis)
+    layer.inner = count(s, layer.axis + 1)
+    layer.C = s[layer.axis]
+    if layer.outer * layer.inner != bottom[1].count:
+        raise layer.error(
+            f"Number of labels must match number of predictions; e.g., if {what} axis == 1 and prediction "
+            "shape is (N, C, H, W), label count (number of labels) must be N*H*W, with integer values in "
+            f"{{0, 1, ..., C-1}}. (prediction shape {s}, axis {layer.axis}, label shape {bottom[1].shape})")
+
+
 def _labels_in_range(layer, lbl: torch.Tensor, valid: torch.Tensor, num_classes: int) -> None:
     bad = valid & ((lbl < 0) | (lbl >= num_classes))
     if lbl.device.type != "cpu":
@@ -78,19 +94,10 @@ class SoftmaxWithLossLayer(_Loss):
 
     def reshape(self, bottom, top):
         _check_first_dims(self, bottom)
-        s = bottom[0].shape
-        self.axis = canonical_axis(self, self.layer_param.softmax_param.axis, len(s), "softmax_param.axis")
-        self.outer = count(s, 0, self.axis)
-        self.inner = count(s, self.axis + 1)
-        self.C = s[self.axis]
-        if self.outer * self.inner != bottom[1].count:
-            raise self.error(
-                "Number of labels must match number of predictions; e.g., if softmax axis == 1 and prediction "
-                "shape is (N, C, H, W), label count (number of labels) must be N*H*W, with integer values in "
-                f"{{0, 1, ..., C-1}}. (prediction shape {s}, axis {self.axis}, label shape {bottom[1].shape})")
+        _label_axis(self, bottom, self.layer_param.softmax_param.axis, "softmax_param.axis", "softmax")
         top[0].reshape(())
         if len(top) > 1:
-            top[1].reshape(s)
+            top[1].reshape(bottom[0].shape)
 
     def _normalizer(self, valid_count: torch.Tensor) -> torch.Tensor:
         # made on valid_count's device (a fill, not a host-to-device copy); Caffe's Dtype(count)
@@ -211,16 +218,7 @@ class AccuracyLayer(Layer):
     def reshape(self, bottom, top):
         if self.top_k > bottom[0].count // max(1, bottom[1].count):
             raise self.error("top_k must be less than or equal to the number of classes.")
-        s = bottom[0].shape
-        self.axis = canonical_axis(self, self.layer_param.accuracy_param.axis, len(s), "accuracy_param.axis")
-        self.outer = count(s, 0, self.axis)
-        self.inner = count(s, self.axis + 1)
-        self.C = s[self.axis]
-        if self.outer * self.inner != bottom[1].count:
-            raise self.error(
-                "Number of labels must match number of predictions; e.g., if label axis == 1 and prediction "
-                "shape is (N, C, H, W), label count (number of labels) must be N*H*W, with integer values in "
-                f"{{0, 1, ..., C-1}}. (prediction shape {s}, label shape {bottom[1].shape})")
+        _label_axis(self, bottom, self.layer_param.accuracy_param.axis, "accuracy_param.axis", "label")
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape((self.C,))
@@ -481,24 +479,14 @@ class InfogainLossLayer(_Loss):
 
     def reshape(self, bottom, top):
         _check_first_dims(self, bottom)
-        s = bottom[0].shape
-        self.axis = canonical_axis(self, self.layer_param.infogain_loss_param.axis, len(s),
-                                   "infogain_loss_param.axis")
-        self.outer = count(s, 0, self.axis)
-        self.inner = count(s, self.axis + 1)
-        self.C = s[self.axis]
-        if self.outer * self.inner != bottom[1].count:
-            raise self.error(
-                "Number of labels must match number of predictions; e.g., if infogain axis == 1 and prediction "
-                "shape is (N, C, H, W), label count (number of labels) must be N*H*W, with integer values in "
-                f"{{0, 1, ..., C-1}}. (prediction shape {s}, axis {self.axis}, label shape {bottom[1].shape})")
+        _label_axis(self, bottom, self.layer_param.infogain_loss_param.axis, "infogain_loss_param.axis", "infogain")
         H = self.H if len(bottom) < 3 else bottom[2]
         n = H.numel() if isinstance(H, torch.Tensor) else H.count
         if n != self.C * self.C:
             raise self.error(f"the infogain matrix H has {n} values; it must be {self.C}x{self.C}")
         top[0].reshape(())
         if len(top) > 1:
-            top[1].reshape(s)
+            top[1].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
         x = bottom[0].data_t
