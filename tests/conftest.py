@@ -42,3 +42,14 @@ def assert_close(actual, expected, rtol=1e-4, name="", floor=1.0):
     bad = np.abs(a - e) > tol
     assert not bad.any(), (f"{name}: {int(bad.sum())} of {e.size} values differ; max abs err "
                            f"{np.abs(a - e).max():.3g}, max |expected| {scale:.3g}")
+
+
+@pytest.fixture
+def glog_info():
+    """The runtime's log level at INFO for one test (tests that read Caffe's log lines), restored after."""
+    from torchcaffe import glog
+
+    level = glog.get_level()
+    glog.set_level(glog.INFO)
+    yield
+    glog.set_level(level)

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from torchcaffe import cli, glog, protoio
+from torchcaffe import cli, protoio
 from torchcaffe.proto import caffe_pb2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,12 +66,7 @@ def caffe_cmd(*args):
     return [sys.executable, "-m", "torchcaffe.cli", *args]
 
 
-@pytest.fixture(autouse=True)
-def _glog_level():
-    level = glog.get_level()
-    glog.set_level(glog.INFO)
-    yield
-    glog.set_level(level)
+pytestmark = pytest.mark.usefixtures("glog_info")
 
 
 def test_flags_in_gflags_styles():

@@ -17,19 +17,14 @@ import torch
 
 import torchcaffe as caffe
 from test_cli import REPO, caffe_cmd, subprocess_env, write_tiny
-from torchcaffe import cli, glog, mode, protoio
+from torchcaffe import cli, mode, protoio
 from torchcaffe import solver as S
 from torchcaffe.layer import LayerError
 from torchcaffe.net import NetError
 from torchcaffe.proto import caffe_pb2
 
 
-@pytest.fixture(autouse=True)
-def _glog_level():
-    level = glog.get_level()
-    glog.set_level(glog.INFO)
-    yield
-    glog.set_level(level)
+pytestmark = pytest.mark.usefixtures("glog_info")
 
 
 def _fatal_line(err: str) -> str:

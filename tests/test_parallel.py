@@ -26,8 +26,9 @@ def _port():
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, d, out):
-    """One rank: join the group, train with the solver, save this rank's parameters."""
+def _gloo_rank(rank, world, port, d, out, arrays):
+    """One rank: join a gloo group, train with ``d/solver.prototxt``, save ``arrays(solver, rank)`` (a dict of
+    arrays) as ``out/rank<r>.npz``."""
     from torchcaffe import parallel
 
     torch.set_num_threads(1)
@@ -38,10 +39,18 @@ def _worker(rank, world, port, d, out):
     try:
         solver = parallel.run_rank(S.read_solver("solver.prototxt"), "cpu", install_signals=False)
         assert solver.world_size == world and solver.rank == rank
-        np.savez(Path(out) / f"rank{rank}.npz",
-                 **{f"{l}__{i}": b.data for l, bl in solver.net.params.items() for i, b in enumerate(bl)})
+        np.savez(Path(out) / f"rank{rank}.npz", **arrays(solver, rank))
     finally:
         parallel.shutdown()
+
+
+def _all_params(solver, rank):
+    return {f"{l}__{i}": b.data for l, bl in solver.net.params.items() for i, b in enumerate(bl)}
+
+
+def _worker(rank, world, port, d, out):
+    """One rank: train with the solver, save this rank's parameters."""
+    _gloo_rank(rank, world, port, d, out, _all_params)
 
 
 def _single_process_reference(d):
@@ -181,24 +190,19 @@ def colorization_run_dir(d: Path, which: str, batch: int = 2, crop: int = 32, ma
     return d
 
 
-def _colorization_worker(rank, world, port, d, out):
-    """One rank of the colorization net: train, then save every parameter blob of this rank."""
+def _bn_and_learned(solver, rank):
     from torchcaffe import parallel
 
-    torch.set_num_threads(1)
-    os.chdir(d)
-    glog.set_level(glog.WARNING)
-    parallel.init("gloo", torch.device("cpu"), rank=rank, world_size=world,
-                  init_method=f"tcp://127.0.0.1:{port}")
-    try:
-        solver = parallel.run_rank(S.read_solver("solver.prototxt"), "cpu", install_signals=False)
-        bn = {f"{name}__{i}": b.data for name, layer in zip(solver.net.layer_names, solver.net.layers)
-              if layer.type == "BatchNorm" for i, b in enumerate(layer.blobs)}
-        learned = {f"learned__{i}": b.data for i, b in enumerate(parallel.learned_params(solver.net))}
-        assert len(solver.test_nets) == (1 if rank == 0 else 0)  # only rank 0 tests, as Caffe 1.0
-        np.savez(Path(out) / f"rank{rank}.npz", **bn, **learned)
-    finally:
-        parallel.shutdown()
+    bn = {f"{name}__{i}": b.data for name, layer in zip(solver.net.layer_names, solver.net.layers)
+          if layer.type == "BatchNorm" for i, b in enumerate(layer.blobs)}
+    learned = {f"learned__{i}": b.data for i, b in enumerate(parallel.learned_params(solver.net))}
+    assert len(solver.test_nets) == (1 if rank == 0 else 0)  # only rank 0 tests, as Caffe 1.0
+    return {**bn, **learned}
+
+
+def _colorization_worker(rank, world, port, d, out):
+    """One rank of the colorization net: train, then save its BatchNorm blobs and learned parameters."""
+    _gloo_rank(rank, world, port, d, out, _bn_and_learned)
 
 
 def test_demo_net_with_batchnorm_two_ranks_identical_learned_params_own_statistics(tmp_path):
