@@ -68,22 +68,7 @@ class NumpyBlob:
 
 def run_torchcaffe(net_name, workdir: Path):
     """The case's net in torchcaffe after one forward/backward: (net, outputs)."""
-    text = case.input_net(net_name, caffe_pb2, text_format)
-    cwd = os.getcwd()
-    os.chdir(workdir)                  # the prior is found in the working directory, as in BVLC's run
-    try:
-        case.save_prior(".", net_name)
-        Path("net.prototxt").write_text(text)
-        net = caffe.Net("net.prototxt", caffe.TRAIN)
-    finally:
-        os.chdir(cwd)
-    for name in case.random_layers(text, caffe_pb2, text_format):
-        for i, blob in enumerate(net.params[name]):
-            blob.data[...] = case.weight(name, i, blob.data.shape)
-    net.blobs["data"].data[...] = case.batch(net_name)
-    out = net.forward()
-    net.backward()
-    return net, out
+    return case.run_once(net_name, workdir, caffe, caffe_pb2, text_format)
 
 
 def recorded(z, prefix):

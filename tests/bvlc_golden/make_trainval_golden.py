@@ -40,24 +40,9 @@ def run(net_name: str, out_dir: Path) -> Path:
     except ImportError:
         sys.exit("make_trainval_golden.py: put the project's layers/ and root on PYTHONPATH")
     caffe.set_mode_cpu()
-    text = case.input_net(net_name, caffe_pb2, text_format)
-    cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)                      # the prior is found in the working directory, as in a user's run
-        try:
-            case.save_prior(".", net_name)
-            Path("net.prototxt").write_text(text)
-            net = caffe.Net("net.prototxt", caffe.TRAIN)
-        finally:
-            os.chdir(cwd)
-    seeded = case.random_layers(text, caffe_pb2, text_format)
-    for name in seeded:
-        for i in range(len(net.params[name])):
-            blob = net.params[name][i]
-            blob.data[...] = case.weight(name, i, blob.data.shape)
-    net.blobs["data"].data[...] = case.batch(net_name)
-    out = net.forward()
-    net.backward()
+        net, out = case.run_once(net_name, tmp, caffe, caffe_pb2, text_format)
+    seeded = case.random_layers(case.input_net(net_name, caffe_pb2, text_format), caffe_pb2, text_format)
 
     rec = {"sha256": np.array(case.prototxt_sha(net_name)), "caffe": np.array(caffe.__file__)}
     for k in sorted(out):

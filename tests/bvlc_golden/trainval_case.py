@@ -109,6 +109,30 @@ def weight(layer: str, index: int, shape) -> np.ndarray:
     return (rng.standard_normal(shape) * 0.1).astype(np.float32)
 
 
+def run_once(net_name: str, workdir, caffe, caffe_pb2, text_format):
+    """The case's net made with ``caffe`` (BVLC's pycaffe or torchcaffe) in ``workdir`` (where its prior is
+    found, as in a user's run), its seeded layers set, one forward and one backward: (net, outputs)."""
+    import os
+
+    text = input_net(net_name, caffe_pb2, text_format)
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        save_prior(".", net_name)
+        Path("net.prototxt").write_text(text)
+        net = caffe.Net("net.prototxt", caffe.TRAIN)
+    finally:
+        os.chdir(cwd)
+    for name in random_layers(text, caffe_pb2, text_format):
+        for i in range(len(net.params[name])):
+            blob = net.params[name][i]  # indexed: BVLC's blob vectors cannot be iterated
+            blob.data[...] = weight(name, i, blob.data.shape)
+    net.blobs["data"].data[...] = batch(net_name)
+    out = net.forward()
+    net.backward()
+    return net, out
+
+
 def record(arr) -> dict:
     """An array as recorded: whole (``full``) when small, else a fixed sample and its sums."""
     a = np.asarray(arr, dtype=np.float64)
