@@ -134,15 +134,8 @@ def figure1(a_gray, a_recolor, order, highlight: int = 50) -> bytes:
         top, bottom = order[:h], order[-h:]
         ax.scatter(g[top], r[top], s=12, c="tab:blue", label=f"top {h} (recolorized - gray)")
         ax.scatter(g[bottom], r[bottom], s=12, c="tab:red", label=f"bottom {h}")
-    ax.plot([0, 100], [0, 100], "k--", lw=0.8)
-    ax.set_xlim(-2, 102)
-    ax.set_ylim(-2, 102)
-    ax.set_xlabel("top-5 accuracy on grayscale images (%)")
-    ax.set_ylabel("top-5 accuracy on recolorized images (%)")
-    ax.set_title("Classification per category")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return _png(fig)
+    return _percent_scatter_png(fig, ax, "top-5 accuracy on grayscale images (%)",
+                                "top-5 accuracy on recolorized images (%)", "Classification per category")
 
 
 def figure2(c_orig, c_recolor, top) -> bytes:
@@ -158,12 +151,18 @@ def figure2(c_orig, c_recolor, top) -> bytes:
         t = np.array([(c, d) for c, d, *_ in top])
         ax.scatter(100 * c_orig[t[:, 0], t[:, 1]], 100 * c_recolor[t[:, 0], t[:, 1]], s=10, c="tab:red",
                    label=f"top {len(top)} of A = C_recolor - C_orig")
+    return _percent_scatter_png(fig, ax, "top-5 confusion rate, original colours (%)",
+                                "top-5 confusion rate, recolorized (%)", "Category confusions")
+
+
+def _percent_scatter_png(fig, ax, xlabel: str, ylabel: str, title: str) -> bytes:
+    """Finish a scatter of percentages against percentages (the diagonal, 0-100 axes, labels, legend) as PNG."""
     ax.plot([0, 100], [0, 100], "k--", lw=0.8)
     ax.set_xlim(-2, 102)
     ax.set_ylim(-2, 102)
-    ax.set_xlabel("top-5 confusion rate, original colours (%)")
-    ax.set_ylabel("top-5 confusion rate, recolorized (%)")
-    ax.set_title("Category confusions")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return _png(fig)
