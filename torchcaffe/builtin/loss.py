@@ -100,19 +100,7 @@ class SoftmaxWithLossLayer(_Loss):
             top[1].reshape(bottom[0].shape)
 
     def _normalizer(self, valid_count: torch.Tensor) -> torch.Tensor:
-        # made on valid_count's device (a fill, not a host-to-device copy); Caffe's Dtype(count)
-        L = caffe_pb2.LossParameter
-        if self.normalization == L.FULL:
-            n = valid_count.new_full((), float(self.outer * self.inner))
-        elif self.normalization == L.VALID:
-            n = valid_count
-        elif self.normalization == L.BATCH_SIZE:
-            n = valid_count.new_full((), float(self.outer))
-        elif self.normalization == L.NONE:
-            n = valid_count.new_full((), 1.0)
-        else:
-            raise self.error(f"Unknown normalization mode: {self.normalization}")
-        return n.clamp(min=1.0)
+        return _normalizer(self, self.normalization, self.outer, self.inner, valid_count)
 
     def forward(self, bottom, top):
         x = bottom[0].data_t
@@ -245,9 +233,10 @@ class AccuracyLayer(Layer):
         no_backward(self, propagate_down)
 
 
-def _normalizer(layer, mode, outer: int, inner: int, valid_count: int) -> float:
+def _normalizer(layer, mode, outer: int, inner: int, valid_count):
     """Caffe's LossLayer get_normalizer: FULL outer*inner, VALID the non-ignored count, BATCH_SIZE outer,
-    NONE 1; never below 1."""
+    NONE 1; never below 1, in float32 (Caffe's Dtype).  ``valid_count`` is a number (a float comes back) or a
+    0-d float tensor (a 0-d tensor comes back, made on its device: a fill, not a host-to-device copy)."""
     L = caffe_pb2.LossParameter
     if mode == L.FULL:
         n = outer * inner
@@ -259,6 +248,9 @@ def _normalizer(layer, mode, outer: int, inner: int, valid_count: int) -> float:
         n = 1
     else:
         raise layer.error(f"Unknown normalization mode: {mode}")
+    if isinstance(valid_count, torch.Tensor):
+        n = n if mode == L.VALID else valid_count.new_full((), float(n))
+        return n.clamp(min=1.0)
     return max(1.0, float(np.float32(n)))
 
 
