@@ -74,6 +74,7 @@ setup(
         "matplotlib>=3.6",
         "Pillow>=9.1",
         "pydot>=1.4",  # caffe.draw / tools/draw_net.py (rendering also needs graphviz's dot program)
+        "numba>=0.59",  # soft-encoding's compiled CPU kernel (cic/_knn_kernel.py)
     ],
     # scikit-learn: the released soft-encoding (ball tree) that tools/bench_soft_encoding.py compares with;
     # grpcio-tools: its protoc checks that the committed caffe_pb2.py is caffe.proto's

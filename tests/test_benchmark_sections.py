@@ -4,6 +4,7 @@ carry the numbers; times nothing)."""
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from colorization import benchmark
@@ -42,7 +43,23 @@ def test_soft_encoding_section_per_thread_count():
     assert sorted(s["by_threads"]) == ["1", "2"]
     for v in s["by_threads"].values():
         assert v["sklearn_ball_tree_ms"] > 0 and v["cic_ms"] > 0 and v["speedup"] > 0
+        assert v["released_layer_forward_ms"] > 0 and v["speedup_vs_layer_forward"] > 0
     assert s["cic_ms"] == s["by_threads"]["1"]["cic_ms"]
     table = benchmark.markdown({"machine": benchmark.machine(), "soft_encoding": s})
     assert "1 thread(s)" in table and "2 thread(s)" in table
     json.dumps(s)
+
+
+def test_released_encoder_computes_what_cic_computes():
+    """The timed replica of the released layer (scikit-learn ball tree) and cic.soft_encode give the same
+    encoding (pixels with an exact tie at the 10th neighbour, e.g. gray ones, may pick another bin)."""
+    import cic
+
+    ab = benchmark.real_ab_batch(shape=(3, 2, 24, 24))
+    released = benchmark.ReleasedNNEncode(cic.load_bins())
+    top = np.empty((3, 313, 24, 24), np.float32)
+    released.layer_forward(ab, top)
+    ours = cic.soft_encode(ab, k=10)
+    same = np.abs(top - ours).max(axis=1) < 1e-5
+    assert same.mean() > 0.9, same.mean()
+    assert np.allclose(top.sum(1), 1, atol=1e-5)

@@ -140,11 +140,10 @@ def test_candidate_table_equals_brute_force(centers):
     for dtype in (torch.float64, torch.float32):
         for k in (1, 5, 10, 20):
             d_b, i_b = cic.knn_bins(ab.to(dtype), k, centers=c, method="brute")
-            d_t, i_t = cic.knn_bins(ab.to(dtype), k, centers=c, chunk=500)
-            assert torch.equal(d_t, d_b)                                 # the same distances, bit for bit
-            cc = cic.as_centers(c, ab.to(torch.float64))
-            d_of = lambda i: ((ab[:, :, None] - cc[i].permute(0, 4, 1, 2, 3)) ** 2).sum(1)
-            assert torch.allclose(d_of(i_t), d_of(i_b))                  # indices differ only among ties
+            for method in ("table", "kernel"):
+                d_t, i_t = cic.knn_bins(ab.to(dtype), k, centers=c, chunk=500, method=method)
+                assert torch.equal(d_t, d_b)                             # the same distances, bit for bit
+                assert torch.equal(i_t, i_b)                             # and bins: ties go to the lower index
 
 
 def _adversarial_ab(dtype):
@@ -167,9 +166,11 @@ def test_candidate_table_exact_on_cell_borders_and_equidistant_points(dtype):
     d2_all = ((pts[:, None, :] - c[None]) ** 2).sum(-1)                      # float64 reference
     ds = np.sort(d2_all, axis=1)
     for k in (1, 5, 10):
-        d_t, i_t = cic.knn_bins(ab, k)
+        d_t, i_t = cic.knn_bins(ab, k)                                       # the CPU kernel
         d_b, i_b = cic.knn_bins(ab, k, method="brute")
-        assert np.array_equal(d_t, d_b)                                      # bit for bit, ties included
+        d_s, i_s = cic.knn_bins(ab, k, method="table")
+        assert np.array_equal(d_t, d_b) and np.array_equal(d_s, d_b)         # bit for bit, ties included
+        assert np.array_equal(i_t, i_b) and np.array_equal(i_s, i_b)         # ties to the lower bin index
         untied = ds[:, k] - ds[:, k - 1] > 1e-6 * (1 + ds[:, k])
         assert np.array_equal(np.sort(i_t[0].T, 1)[untied], np.sort(i_b[0].T, 1)[untied])
         # at ties the chosen bins differ at most among equidistant ones: their exact distances agree
@@ -179,6 +180,49 @@ def test_candidate_table_exact_on_cell_borders_and_equidistant_points(dtype):
         enc = cic.soft_encode(ab, k=k)
         w = np.exp(-ds[:, :k] / 50.0)
         assert np.allclose(-np.sort(-enc[0].T, 1)[:, :k], w / w.sum(1, keepdims=True), atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_kernel_soft_encoding_equals_the_tensor_paths(k):
+    """The CPU kernel writes the same encoding as the tensor paths (same bins, weights to rounding), for
+    real and random ab with far and non-finite pixels, whatever the thread split, into any ``out``."""
+    ab = torch.from_numpy(np.concatenate([real_ab(2, 48), np.random.default_rng(k).uniform(
+        -130, 130, (2, 2, 48, 48)).astype(np.float32)]))
+    ab[0, :, 0, 0] = torch.tensor([300.0, -250.0])                    # outside the table: brute force
+    ab[1, 1, 5, 7] = float("inf")
+    ref = cic.soft_encode(ab, k=k, method="brute")
+    table = cic.soft_encode(ab, k=k, method="table")
+    fin = torch.isfinite(ab).all(1)
+    saved = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)                               # 1 to 3 ranges of pixels
+            got = cic.soft_encode(ab, k=k, method="kernel")
+            assert torch.equal(got > 0, table > 0)                       # the same k bins per pixel
+            # weights to float32 rounding (the kernel takes d - d_min before scaling; softmax scales first)
+            assert torch.allclose(got, ref, atol=1e-5, equal_nan=True) and torch.allclose(got, table, atol=1e-5, equal_nan=True)
+            assert torch.equal(got.permute(0, 2, 3, 1)[fin].sum(-1) > 0, torch.ones_like(fin[fin]))
+    finally:
+        torch.set_num_threads(saved)
+    got = cic.soft_encode(ab, k=k)                                       # "auto" on the CPU is the kernel
+    wide = torch.full((4, 313, 48, 48), 9.0, dtype=torch.float64)        # another dtype: written via a copy
+    assert cic.soft_encode(ab, k=k, out=wide) is wide                  # NaN at the inf pixel: compared as -1
+    assert torch.equal(wide.nan_to_num(-1), got.double().nan_to_num(-1))
+    strided = torch.full((4, 48, 48, 313), 9.0).permute(0, 3, 1, 2)     # not contiguous
+    assert cic.soft_encode(ab, k=k, out=strided) is strided and torch.equal(strided.nan_to_num(-1), got.nan_to_num(-1))
+    g = ab.clone().requires_grad_(True)
+    assert torch.equal(cic.soft_encode(g, k=k).nan_to_num(-1), got.nan_to_num(-1))
+    assert cic.soft_encode(torch.zeros(0, 2, 5, 5), k=k).shape == (0, 313, 5, 5)
+    assert cic.knn_bins(torch.zeros(2, 2, 0), k)[0].shape == (2, k, 0)
+    assert cic.soft_encode(torch.zeros(0, 2, 5, 5), k=k, method="table").shape == (0, 313, 5, 5)
+
+
+def test_kernel_is_refused_where_it_cannot_run():
+    with pytest.raises(ValueError, match="float32 or float64 tensor on the CPU"):
+        cic.knn_bins(torch.zeros(1, 2, 3, dtype=torch.float16), 5, method="kernel")
+    with pytest.raises(ValueError, match="method must be one of"):
+        cic.soft_encode(torch.zeros(1, 2, 3), method="fast")
+    assert cic.soft_encode(torch.zeros(1, 2, 3, dtype=torch.float16)).dtype == torch.float16   # "auto": table
 
 
 def test_many_fine_bins_use_brute_force_in_bounded_pieces():

@@ -65,12 +65,13 @@ def _copies(c):
 
 def test_soft_encode_one_device_look_per_batch_and_no_centre_copies():
     ab = torch.from_numpy(np.random.default_rng(0).uniform(-100, 100, (4, 2, 64, 64)).astype(np.float32))
-    cic.soft_encode(ab, 5, 5.0, chunk=1024)        # warm the caches (centres, candidate table)
+    # the tensor path (what runs on a GPU), here on CPU tensors whose reads and copies are counted
+    cic.soft_encode(ab, 5, 5.0, chunk=1024, method="table")      # warm the caches (centres, candidate table)
     custom = cic.load_bins().astype(np.float64)
-    cic.soft_encode(ab, 10, 5.0, centers=custom, chunk=1024)
+    cic.soft_encode(ab, 10, 5.0, centers=custom, chunk=1024, method="table")
     for centers, k in ((None, 5), (custom, 10)):
         with count_transfers() as c:
-            enc = cic.soft_encode(ab, k, 5.0, centers=centers, chunk=1024)   # 16 chunks
+            enc = cic.soft_encode(ab, k, 5.0, centers=centers, chunk=1024, method="table")   # 16 chunks
         # one look at the device for the whole batch (are any pixels outside the table?), not one per chunk;
         # the bin centres are not copied to the device again
         assert _reads(c) == 1 and c["read:nonzero"] == 1, c
@@ -82,10 +83,11 @@ def test_soft_encode_far_points_still_exact_after_the_batched_check():
     ab = torch.from_numpy(np.random.default_rng(1).uniform(-100, 100, (2, 2, 8, 8)).astype(np.float32))
     ab[0, :, 0, 0] = torch.tensor([400.0, -300.0])  # far outside the table
     ab[1, 0, 3, 3] = float("nan")
-    got = cic.knn_bins(ab, 5, chunk=7)
     ref = cic.knn_bins(ab, 5, method="brute")
     fin = torch.isfinite(ref[0])
-    assert torch.equal(got[1][fin], ref[1][fin]) and torch.equal(got[0][fin], ref[0][fin])
+    for method in ("table", "kernel"):
+        got = cic.knn_bins(ab, 5, chunk=7, method=method)
+        assert torch.equal(got[1][fin], ref[1][fin]) and torch.equal(got[0][fin], ref[0][fin])
 
 
 def test_annealed_mean_and_mode_copy_and_read_nothing():
@@ -279,6 +281,8 @@ def test_demo_train_net_step_reads_back_only_the_soft_encoding_look(tmp_path, mo
     d = colorization_run_dir(tmp_path / "demo", "demo", batch=2, crop=32, max_iter=100, snapshot=False)
     monkeypatch.chdir(d)
     monkeypatch.setenv(S.NONFINITE_ENV, "continue")  # the non-finite check reads once more (tested above)
+    # soft-encoding's tensor path, the one a GPU runs (on CPU tensors the compiled CPU kernel would run)
+    monkeypatch.setattr(cic.encode, "_kernel_fits", lambda ab: False)
     p = S.read_solver("solver.prototxt")
     p.display = 0
     p.test_interval = 1000
