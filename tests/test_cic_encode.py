@@ -217,6 +217,68 @@ def test_kernel_soft_encoding_equals_the_tensor_paths(k):
     assert cic.soft_encode(torch.zeros(0, 2, 5, 5), k=k, method="table").shape == (0, 313, 5, 5)
 
 
+def _encode_in_child(ab, ref_support, queue):
+    # numpy for everything but the encoding: torch's own parallel ops hang in a child forked after the parent
+    # used its OpenMP threads (why DataLoader workers run single-threaded), which is not what is tested here
+    queue.put(bool(np.array_equal(cic.soft_encode(ab, k=10).numpy() > 0, ref_support)))
+
+
+def test_kernel_from_many_threads_and_in_a_forked_child():
+    """Parallel kernel launches from several Python threads at once do not crash (one launches, the others
+    run serially), and a child forked after the parent launched runs serially instead of hanging (GNU
+    OpenMP is not fork-safe)."""
+    import multiprocessing
+    import threading
+
+    ab = torch.from_numpy(real_ab(4, 64))                                # 16K pixels: two ranges of work
+    ref = cic.soft_encode(ab, k=10, method="table")
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cic.soft_encode(ab, k=10)                                        # a parallel launch in this process
+        got = []
+        workers = [threading.Thread(target=lambda: got.append(cic.soft_encode(ab, k=10))) for _ in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert len(got) == 4 and all(torch.equal(g > 0, ref > 0) for g in got)
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_encode_in_child, args=(ab, (ref > 0).numpy(), queue))
+        child.start()
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            pytest.fail("the forked child hung in the soft-encoding kernel")
+        assert child.exitcode == 0 and queue.get(timeout=10) is True
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_kernel_under_numbas_workqueue_layer_from_many_threads():
+    """numba's fallback threading layer ("workqueue", where neither OpenMP nor TBB loads) terminates the
+    process if two threads launch at once: the kernel's launches take turns (the others run serially)."""
+    code = textwrap.dedent("""
+        import threading, numpy as np, torch, numba, cic
+        torch.set_num_threads(2)
+        ab = torch.rand(4, 2, 64, 64) * 200 - 100
+        ref = cic.soft_encode(ab, k=10, method="table") > 0
+        got = []
+        def work():
+            for _ in range(5):
+                got.append(bool(torch.equal(cic.soft_encode(ab, k=10) > 0, ref)))
+        ts = [threading.Thread(target=work) for _ in range(4)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        print(numba.threading_layer(), len(got), all(got))
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO), NUMBA_THREADING_LAYER="workqueue")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-3:] == ["workqueue", "20", "True"], out.stdout
+
+
 def test_kernel_is_refused_where_it_cannot_run():
     with pytest.raises(ValueError, match="float32 or float64 tensor on the CPU"):
         cic.knn_bins(torch.zeros(1, 2, 3, dtype=torch.float16), 5, method="kernel")
