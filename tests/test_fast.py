@@ -98,6 +98,37 @@ def test_batch_size_and_size_follow_the_input():
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
 
 
+def test_per_image_stem_of_a_batch():
+    """On the CPU the fast path runs the full-resolution leading layers one image at a time: the stem is the
+    leading per-image layers with outputs over STEM_BYTES per image, and a batch gives what each image gives
+    alone (the same arithmetic, per image) and what the unsplit batch gives."""
+    from torchcaffe.fast import STEM_BYTES
+
+    net = caffe.Net(str(DEMO / "colorization_deploy.prototxt"), caffe.TEST)
+    net.blobs["data_l"].reshape(1, 1, 256, 256)
+    net.reshape()
+    random_colorization_weights(net, seed=0)
+    out = net.outputs[0]
+    fast = to_module(net, outputs=[out], optimize=True, dtype="fp32")
+    assert to_module(net, outputs=[out]).stem == 0                              # only with optimize
+    expect = 0
+    for name in fast.layer_names:
+        layer = net.layers[list(net._layer_names).index(name)]
+        if layer.type not in ("Convolution", "ReLU") or any(
+                net.blobs[t].count // net.blobs[t].num * 4 < STEM_BYTES for t in layer.layer_param.top):
+            break
+        expect += 1
+    assert fast.stem == expect > 0
+    x = torch.from_numpy(np.random.default_rng(5).uniform(-50, 50, (3, 1, 256, 256)).astype(np.float32))
+    with torch.no_grad():
+        batched = fast(x)[out]
+        alone = torch.cat([fast(x[i:i + 1])[out] for i in range(3)])
+        fast.set_stem(0)
+        unsplit = fast(x)[out]
+    torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-4)     # ab units: oneDNN may block a batch otherwise
+    torch.testing.assert_close(batched, unsplit, rtol=1e-4, atol=1e-4)
+
+
 def test_fast_path_is_faithful_on_photos_with_trained_weights():
     """mean |delta ab| <= 1 against the exact float32 net, bf16 forced (so that it is checked on any CPU)."""
     from skimage import data

@@ -17,6 +17,8 @@ With ``optimize=True`` (each option can also be set on its own):
 * ``channels_last``: NHWC activations and weights, which oneDNN (CPU) and cuDNN run fastest;
 * ``dtype``: ``"auto"`` picks bfloat16 where the hardware computes it natively (CPUs with AMX or AVX512-BF16,
   CUDA GPUs with bf16 support) and float32 elsewhere; the net's outputs are float32 again;
+* ``stem`` (on the CPU): in a batch, the leading full-resolution layers run one image at a time, so that
+  their activations stay in cache (the batch's rest runs batched, where it gains); the same arithmetic;
 * ``compile``: ``torch.compile`` the graph (off by default on the CPU, where it rarely pays for its start-up
   time at batch 1; measure with ``tools/benchmark.py``);
 * on CUDA, TF32 matmuls/convolutions are allowed.
@@ -256,6 +258,8 @@ class NetModule(nn.Module):
         self._in_ids: Dict[str, int] = {}
         self._out_ids: Dict[str, int] = {}
         self._last_use: List[List[int]] = []
+        self.stem = 0                  # leading steps run one image at a time (set by to_module; 0: none)
+        self._stem_out: List[int] = []
 
     def _finish(self, in_ids: Dict[str, int], out_ids: Dict[str, int]) -> None:
         self._in_ids, self._out_ids = dict(in_ids), dict(out_ids)
@@ -265,6 +269,18 @@ class NetModule(nn.Module):
             for v in bottoms:
                 last[v] = i
         self._last_use = [[v for v in set(b) if last[v] == i and v not in keep] for i, (b, _) in enumerate(self.wiring)]
+        self.set_stem(self.stem)
+
+    def set_stem(self, steps: int) -> None:
+        """Run the first ``steps`` layers one image at a time, and the rest on the whole batch.
+
+        On a CPU the full-resolution layers of a batch do not fit in cache (8 x 64 x 224 x 224 in bf16 is 51 MB),
+        so batching them makes every image slower than alone; the smaller layers after them gain from the
+        batch. Only per-image layers belong in a stem (to_module picks it so)."""
+        self.stem = int(steps)
+        made = {v for _, tops in self.wiring[:self.stem] for v in tops}
+        used = {v for bottoms, _ in self.wiring[self.stem:] for v in bottoms} | set(self._out_ids.values())
+        self._stem_out = sorted(made & used)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_floating_point() and x.dtype != self.dtype:
@@ -288,7 +304,26 @@ class NetModule(nn.Module):
             x = torch.as_tensor(x)
             raw[self._in_ids[n]] = x.float()
             env[self._in_ids[n]] = self._prepare(x)
-        for i, (mod, (bottoms, tops)) in enumerate(zip(self.mods, self.wiring)):
+        start = 0
+        batch = {t.shape[0] if t.dim() else 0 for t in env.values()}
+        if self.stem and len(batch) == 1 and batch.pop() > 1:
+            parts: Dict[int, List[torch.Tensor]] = {v: [] for v in self._stem_out}
+            for i in range(next(iter(env.values())).shape[0]):
+                one = {v: t[i:i + 1] for v, t in env.items()}
+                self._run(one, {v: t[i:i + 1] for v, t in raw.items()}, 0, self.stem)
+                for v in self._stem_out:
+                    parts[v].append(one[v])
+            for v, ts in parts.items():
+                cl = ts[0].dim() == 4 and ts[0].is_contiguous(memory_format=torch.channels_last)
+                env[v] = torch.cat(ts).contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+            start = self.stem
+        self._run(env, raw, start, len(self.mods))
+        return {n: _as_output(env[v]) for n, v in self._out_ids.items()}
+
+    def _run(self, env: Dict[int, torch.Tensor], raw: Dict[int, torch.Tensor], lo: int, hi: int) -> None:
+        """Steps lo..hi-1 on the values in ``env`` (float32 originals of the inputs in ``raw``)."""
+        for i in range(lo, hi):
+            mod, (bottoms, tops) = self.mods[i], self.wiring[i]
             if getattr(mod, "exact_float32", False):
                 xs = [raw[v] if v in raw else env[v] for v in bottoms]
             else:  # a layer's own compute may have answered in float32 (e.g. Softmax)
@@ -300,7 +335,6 @@ class NetModule(nn.Module):
                 env[v] = y
             for v in self._last_use[i]:
                 env.pop(v, None)
-        return {n: _as_output(env[v]) for n, v in self._out_ids.items()}
 
 
 def _as_output(t: torch.Tensor) -> torch.Tensor:
@@ -311,11 +345,14 @@ def _as_output(t: torch.Tensor) -> torch.Tensor:
 
 def to_module(net, outputs: Optional[Sequence[str]] = None, *, optimize: bool = False,
               fold_batchnorm: Optional[bool] = None, channels_last: Optional[bool] = None, dtype=None,
-              compile: bool = False, device=None) -> NetModule:
+              compile: bool = False, device=None, stem: Optional[int] = None) -> NetModule:
     """``net`` (a TEST-phase torchcaffe Net, weights loaded) as a module; see the module docstring.
 
     ``outputs``: blob names to return (default: the net's outputs).  With ``optimize`` the defaults of
     ``fold_batchnorm`` and ``channels_last`` are True and of ``dtype`` "auto"; otherwise False and float32.
+    ``stem``: how many leading layers run one image at a time in a batch (:meth:`NetModule.set_stem`); by
+    default, with ``optimize`` on a CPU, the leading per-image layers whose output is over
+    ``STEM_BYTES`` per image at the net's current input size; otherwise 0.
     """
     from .proto import caffe_pb2
 
@@ -374,6 +411,9 @@ def to_module(net, outputs: Optional[Sequence[str]] = None, *, optimize: bool = 
     keep = [i for i, m in enumerate(mods) if m is not None]
     built = [(mods[i], steps[i][1], steps[i][2], steps[i][3]) for i in keep]
     module = NetModule(built, list(in_ids), outputs, dtype=dt, channels_last=cl, name=f"to_module({net.name})")
+    if stem is None:
+        stem = _auto_stem(net, [steps[i][0] for i in keep], dt) if optimize and device.type == "cpu" else 0
+    module.stem = stem
     module._finish(in_ids, out_ids)
     module.eval()
     for m in module.mods:
@@ -389,6 +429,26 @@ def to_module(net, outputs: Optional[Sequence[str]] = None, *, optimize: bool = 
         module.forward = torch.compile(module.forward, dynamic=False,
                                        mode="reduce-overhead" if device.type == "cuda" else None)
     return module
+
+
+#: Layer types that compute each image on its own (may run in a per-image stem).
+_PER_IMAGE = ("Convolution", "Deconvolution", "ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "Power",
+              "BatchNorm", "Scale", "Bias", "Pooling", "LRN")
+#: A leading layer whose output is at least this large per image runs in the stem (a few of them fill a
+#: core's L2 cache; batched, they go out to memory and back).
+STEM_BYTES = 1 << 20
+
+
+def _auto_stem(net, layers, dtype: torch.dtype) -> int:
+    size = torch.empty((), dtype=dtype).element_size()
+    n = 0
+    for layer in layers:
+        tops = [net.blobs[t] for t in layer.layer_param.top]
+        if layer.type not in _PER_IMAGE or not tops or any(
+                b.num < 1 or b.count // b.num * size < STEM_BYTES for b in tops):
+            break
+        n += 1
+    return n
 
 
 def _cast(module: NetModule, dtype: torch.dtype, channels_last: bool) -> None:
