@@ -167,6 +167,9 @@ def _take(v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 _METHODS = ("auto", "kernel", "table", "brute")
 
 
+_KERNEL = False  # not looked for yet
+
+
 def _kernel_module():
     """:mod:`cic._knn_kernel`, or None where numba cannot be imported (then "auto" uses the table)."""
     global _KERNEL
@@ -177,9 +180,6 @@ def _kernel_module():
             _knn_kernel = None
         _KERNEL = _knn_kernel
     return _KERNEL
-
-
-_KERNEL = False
 
 
 def _kernel_fits(ab: torch.Tensor) -> bool:
