@@ -11,8 +11,9 @@ dozen tensor passes (the torch paths stay for other devices, and as the referenc
   values bit for bit;
 * the k smallest by ``(distance, bin index)``: exact ties go to the lower bin index, as the torch paths'
   stable sort does;
-* the weights ``exp((d - d_min) * coef) / sum`` with ``coef = -1 / (2 sigma^2)``, the softmax of the torch
-  path up to rounding.
+* the weights ``exp(d * coef - d_min * coef) / sum`` with ``coef = -1 / (2 sigma^2)``: the torch path's
+  softmax of ``d * coef``, in its order of operations (within one float32 step of it; the exponentials'
+  implementations differ).
 
 Pixels outside the table (far from every bin, or not finite) are flagged in ``far`` and left to the
 caller (:mod:`cic.encode` finishes them by brute force).
@@ -99,7 +100,7 @@ def knn_range(ab, start, stop, geom, na, nb, table, ca, cb, dist, index, far):
 @numba.njit(cache=True, nogil=True)
 def soft_range(ab, start, stop, geom, na, nb, table, ca, cb, k, coef, out, far):
     """Soft-encoding of the pixels ``start..stop-1`` of ab (N, 2, P) into ``out`` (N, Q, P): each pixel's k
-    nearest bins get ``exp((d - d_min) * coef)``, normalized to sum 1, all other bins 0. Each image's part
+    nearest bins get ``exp(d * coef - d_min * coef)``, normalized to sum 1, all other bins 0. Each image's part
     of ``out`` is zeroed just before its pixels are written (while it is still in cache)."""
     npix = ab.shape[2]
     bd = np.empty(k, ab.dtype)
@@ -121,7 +122,7 @@ def soft_range(ab, start, stop, geom, na, nb, table, ca, cb, k, coef, out, far):
             d0 = bd[0]
             total = bd[0] - bd[0]                   # 0 in ab's dtype
             for j in range(k):
-                w = math.exp((bd[j] - d0) * coef)
+                w = math.exp(bd[j] * coef - d0 * coef)
                 bd[j] = w
                 total += w
             for j in range(k):
