@@ -18,8 +18,8 @@ dozen tensor passes (the torch paths stay for other devices, and as the referenc
 Pixels outside the table (far from every bin, or not finite) are flagged in ``far`` and left to the
 caller (:mod:`cic.encode` finishes them by brute force).
 
-The kernels take a range ``[start, stop)`` of flat pixel positions (image-major); :func:`run` splits a batch
-into ranges over numba's threads. They are compiled on first use and cached on disk.
+The kernel takes a range ``[start, stop)`` of flat pixel positions (image-major); :func:`run` splits a batch
+into ranges over numba's threads. It is compiled on first use and cached on disk.
 """
 from __future__ import annotations
 
@@ -72,46 +72,23 @@ def _select(a, b, row, table, ca, cb, bd, bi):
 
 
 @numba.njit(cache=True, nogil=True)
-def knn_range(ab, start, stop, geom, na, nb, table, ca, cb, dist, index, far):
-    """k nearest bins of the pixels ``start..stop-1`` of ab (N, 2, P) into dist/index (N, k, P)."""
-    npix = ab.shape[2]
-    k = dist.shape[1]
-    bd = np.empty(k, ab.dtype)
-    bi = np.empty(k, np.int64)
-    n = start // npix
-    p = start - n * npix
-    for _ in range(start, stop):
-        a = ab[n, 0, p]
-        b = ab[n, 1, p]
-        row = _cell(a, b, geom, na, nb)
-        if row < 0:
-            far[n, p] = True
-        else:
-            _select(a, b, row, table, ca, cb, bd, bi)
-            for j in range(k):
-                dist[n, j, p] = bd[j]
-                index[n, j, p] = bi[j]
-        p += 1
-        if p == npix:
-            p = 0
-            n += 1
+def encode_range(ab, start, stop, geom, na, nb, table, ca, cb, k, soft, coef, values, index, far):
+    """The pixels ``start..stop-1`` of ab (N, 2, P) (flat, image-major).
 
-
-@numba.njit(cache=True, nogil=True)
-def soft_range(ab, start, stop, geom, na, nb, table, ca, cb, k, coef, out, far):
-    """Soft-encoding of the pixels ``start..stop-1`` of ab (N, 2, P) into ``out`` (N, Q, P): each pixel's k
-    nearest bins get ``exp(d * coef - d_min * coef)``, normalized to sum 1, all other bins 0. Each image's part
-    of ``out`` is zeroed just before its pixels are written (while it is still in cache)."""
+    ``soft`` False: their k nearest bins, sorted, into ``values`` (squared distances) and ``index``, both
+    (N, k, P). ``soft`` True: their soft-encoding into ``values`` (N, Q, P) (``index`` unused): the k nearest
+    bins get ``exp(d * coef - d_min * coef)``, normalized to sum 1, all other bins 0; each image's part of
+    ``values`` is zeroed just before its pixels are written (while it is still in cache)."""
     npix = ab.shape[2]
     bd = np.empty(k, ab.dtype)
     bi = np.empty(k, np.int64)
     n = start // npix
     p = start - n * npix
     for i in range(start, stop):
-        if p == 0 or i == start:                    # zero this image's pixels p .. of this range
+        if soft and (p == 0 or i == start):         # zero this image's pixels p .. of this range
             end = min(npix, p + stop - i)
-            for q in range(out.shape[1]):
-                out[n, q, p:end] = 0
+            for q in range(values.shape[1]):
+                values[n, q, p:end] = 0
         a = ab[n, 0, p]
         b = ab[n, 1, p]
         row = _cell(a, b, geom, na, nb)
@@ -119,14 +96,19 @@ def soft_range(ab, start, stop, geom, na, nb, table, ca, cb, k, coef, out, far):
             far[n, p] = True
         else:
             _select(a, b, row, table, ca, cb, bd, bi)
-            d0 = bd[0]
-            total = bd[0] - bd[0]                   # 0 in ab's dtype
-            for j in range(k):
-                w = math.exp(bd[j] * coef - d0 * coef)
-                bd[j] = w
-                total += w
-            for j in range(k):
-                out[n, bi[j], p] = bd[j] / total
+            if soft:
+                d0 = bd[0]
+                total = bd[0] - bd[0]               # 0 in ab's dtype
+                for j in range(k):
+                    w = math.exp(bd[j] * coef - d0 * coef)
+                    bd[j] = w
+                    total += w
+                for j in range(k):
+                    values[n, bi[j], p] = bd[j] / total
+            else:
+                for j in range(k):
+                    values[n, j, p] = bd[j]
+                    index[n, j, p] = bi[j]
         p += 1
         if p == npix:
             p = 0
@@ -134,19 +116,11 @@ def soft_range(ab, start, stop, geom, na, nb, table, ca, cb, k, coef, out, far):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _knn_parallel(ab, bounds, geom, na, nb, table, ca, cb, dist, index, far):
+def _encode_parallel(ab, bounds, geom, na, nb, table, ca, cb, k, soft, coef, values, index, far):
     for t in numba.prange(len(bounds) - 1):
-        knn_range(ab, bounds[t], bounds[t + 1], geom, na, nb, table, ca, cb, dist, index, far)
+        encode_range(ab, bounds[t], bounds[t + 1], geom, na, nb, table, ca, cb, k, soft, coef, values, index, far)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _soft_parallel(ab, bounds, geom, na, nb, table, ca, cb, k, coef, out, far):
-    for t in numba.prange(len(bounds) - 1):
-        soft_range(ab, bounds[t], bounds[t + 1], geom, na, nb, table, ca, cb, k, coef, out, far)
-
-
-#: The parallel form of each kernel.
-_PARALLEL = {knn_range: _knn_parallel, soft_range: _soft_parallel}
 #: Fewer pixels than this per thread are not worth a thread of their own.
 MIN_PIXELS_PER_THREAD = 4096
 # numba's threading layers: "workqueue" (used where neither OpenMP nor TBB loads) must not be entered from two
@@ -160,10 +134,10 @@ def _may_launch() -> bool:
     return not _LAUNCH["failed"] and _LAUNCH["pid"] in (None, os.getpid())
 
 
-def run(kernel, ab: np.ndarray, threads: int, *args) -> None:
-    """``kernel(ab, start, stop, *args)`` over all pixels of ab (N, 2, P), on up to ``threads`` threads
-    (numba's, through the kernel's parallel form). Ranges start on multiples of 16 pixels (64-byte lines of
-    float32 output rows are not shared between threads)."""
+def run(ab: np.ndarray, threads: int, *args) -> None:
+    """``encode_range(ab, start, stop, *args)`` over all pixels of ab (N, 2, P), on up to ``threads`` threads
+    (numba's, through its parallel form). Ranges start on multiples of 16 pixels (64-byte lines of float32
+    output rows are not shared between threads)."""
     total = ab.shape[0] * ab.shape[2]
     if total == 0:
         return
@@ -172,7 +146,7 @@ def run(kernel, ab: np.ndarray, threads: int, *args) -> None:
         try:
             bounds = np.array([min(total, (total * i // parts) // 16 * 16) for i in range(parts)] + [total])
             numba.set_num_threads(parts)
-            _PARALLEL[kernel](ab, bounds, *args)
+            _encode_parallel(ab, bounds, *args)
             _LAUNCH["pid"] = os.getpid()
             return
         except ValueError as e:                     # "No threading layer could be loaded"
@@ -181,4 +155,4 @@ def run(kernel, ab: np.ndarray, threads: int, *args) -> None:
             _LAUNCH["failed"] = True
         finally:
             _LAUNCH["lock"].release()
-    kernel(ab, 0, total, *args)
+    encode_range(ab, 0, total, *args)

@@ -250,9 +250,10 @@ def _kernel_run(ab3: torch.Tensor, c: torch.Tensor, host_key, k: int, soft_out=N
     if soft_out is None:
         dist = torch.empty((n, k, npix), dtype=ab3.dtype)
         index = torch.empty((n, k, npix), dtype=torch.long)
-        kern.run(kern.knn_range, a, threads, geom, na, nb, table, ca, cb, dist.numpy(), index.numpy(), far)
+        kern.run(a, threads, geom, na, nb, table, ca, cb, k, False, a.dtype.type(coef), dist.numpy(), index.numpy(), far)
     else:
-        kern.run(kern.soft_range, a, threads, geom, na, nb, table, ca, cb, k, a.dtype.type(coef), soft_out.numpy(), far)
+        kern.run(a, threads, geom, na, nb, table, ca, cb, k, True, a.dtype.type(coef), soft_out.numpy(),
+                 np.empty((0, 0, 0), np.int64), far)
     fn, fp = np.nonzero(far)                                   # rare: far from the bins, or not finite
     if len(fn):
         fn, fp = torch.from_numpy(fn), torch.from_numpy(fp)
