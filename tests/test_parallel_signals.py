@@ -2,6 +2,7 @@
 a rank that raises stops every rank within seconds with its error; the ranks die with a killed parent;
 SIGTERM at the parent ends every rank; SIGHUP / SIGINT at the parent's process group (as a terminal sends
 them) act once, on every rank, with Caffe's -sighup_effect / -sigint_effect."""
+import contextlib
 import json
 import os
 import signal
@@ -57,11 +58,11 @@ def _setup(tmp_path, **probe):
     return d
 
 
-def _start(d, *flags):
+def _start(d):
     env = subprocess_env()
     env["PYTHONPATH"] = str(d) + os.pathsep + env["PYTHONPATH"]
     log = open(d / "log.txt", "w")
-    p = subprocess.Popen(caffe_cmd("train", "-solver", "solver.prototxt", "-cpu_ranks", "2", *flags), cwd=d,
+    p = subprocess.Popen(caffe_cmd("train", "-solver", "solver.prototxt", "-cpu_ranks", "2"), cwd=d,
                          env=env, stderr=log, stdout=subprocess.DEVNULL, start_new_session=True)
     return p, log
 
@@ -110,19 +111,27 @@ def _cleanup(p, pids, log):
     log.close()
 
 
-def test_a_rank_that_raises_stops_every_rank_with_its_error(tmp_path):
-    d = _setup(tmp_path, fail_rank=1, fail_at=5)
+@contextlib.contextmanager
+def _running(tmp_path, **probe):
+    """The probe's 2-rank training, started: yields (its folder, the parent process, the ranks' pids); whatever
+    still runs at the end is killed."""
+    d = _setup(tmp_path, **probe)
     p, log = _start(d)
     pids = []
     try:
         pids = _rank_pids(d)
+        yield d, p, pids
+    finally:
+        _cleanup(p, pids, log)
+
+
+def test_a_rank_that_raises_stops_every_rank_with_its_error(tmp_path):
+    with _running(tmp_path, fail_rank=1, fail_at=5) as (d, p, pids):
         t0 = time.time()
         rc = p.wait(60)
         assert rc == 1
         assert time.time() - t0 < 30
         assert _gone_within(pids, 5), "a rank is still running after the failure"
-    finally:
-        _cleanup(p, pids, log)
     text = (d / "log.txt").read_text()
     # the parent fails with the failing rank's own error, as one F line
     f_lines = [l for l in text.splitlines() if l.startswith("F")]
@@ -131,33 +140,21 @@ def test_a_rank_that_raises_stops_every_rank_with_its_error(tmp_path):
 
 
 def test_parent_killed_ranks_die_within_seconds(tmp_path):
-    d = _setup(tmp_path, sleep=0.01)
-    p, log = _start(d)
-    pids = []
-    try:
-        pids = _rank_pids(d)
+    with _running(tmp_path, sleep=0.01) as (d, p, pids):
         _wait_for(d / "log.txt", "Iteration 10 (", p)
         p.kill()  # SIGKILL: no handler runs in the parent
         p.wait(10)
         assert _gone_within(pids, 5), "ranks outlived their killed parent"
         assert not list((d / "snap").glob("*.solverstate"))
-    finally:
-        _cleanup(p, pids, log)
 
 
 def test_sigterm_at_the_parent_stops_every_rank(tmp_path):
-    d = _setup(tmp_path, sleep=0.01)
-    p, log = _start(d)
-    pids = []
-    try:
-        pids = _rank_pids(d)
+    with _running(tmp_path, sleep=0.01) as (d, p, pids):
         _wait_for(d / "log.txt", "Iteration 10 (", p)
         p.send_signal(signal.SIGTERM)
         assert p.wait(20) == 143
         assert _gone_within(pids, 5)
         assert not list((d / "snap").glob("*.solverstate"))  # SIGTERM ends Caffe without a snapshot
-    finally:
-        _cleanup(p, pids, log)
     assert "SIGTERM received: stopping every rank" in (d / "log.txt").read_text()
 
 
@@ -168,11 +165,7 @@ def test_sighup_and_sigint_from_the_terminal_act_once_on_every_rank(tmp_path):
     from torchcaffe import protoio
     from torchcaffe.proto import caffe_pb2
 
-    d = _setup(tmp_path, sleep=0.01)
-    p, log = _start(d)
-    pids = []
-    try:
-        pids = _rank_pids(d)
+    with _running(tmp_path, sleep=0.01) as (d, p, pids):
         _wait_for(d / "log.txt", "Iteration 10 (", p)
         os.killpg(p.pid, signal.SIGHUP)
         at = _wait_for(d / "log.txt", "Snapshotting solver state to binary proto file", p)
@@ -181,8 +174,6 @@ def test_sighup_and_sigint_from_the_terminal_act_once_on_every_rank(tmp_path):
         os.killpg(p.pid, signal.SIGINT)
         assert p.wait(60) == 0
         assert _gone_within(pids, 5)
-    finally:
-        _cleanup(p, pids, log)
     text = (d / "log.txt").read_text()
     assert "Optimization stopped early." in text and "All 2 ranks hold identical learned weights" in text, text[-3000:]
     states = sorted((d / "snap").glob("tiny_iter_*.solverstate"))
