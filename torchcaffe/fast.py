@@ -305,10 +305,11 @@ class NetModule(nn.Module):
             raw[self._in_ids[n]] = x.float()
             env[self._in_ids[n]] = self._prepare(x)
         start = 0
-        batch = {t.shape[0] if t.dim() else 0 for t in env.values()}
-        if self.stem and len(batch) == 1 and batch.pop() > 1:
+        sizes = {t.shape[0] if t.dim() else 0 for t in env.values()}
+        batch = sizes.pop() if len(sizes) == 1 else 0
+        if self.stem and batch > 1:
             parts: Dict[int, List[torch.Tensor]] = {v: [] for v in self._stem_out}
-            for i in range(next(iter(env.values())).shape[0]):
+            for i in range(batch):
                 one = {v: t[i:i + 1] for v, t in env.items()}
                 self._run(one, {v: t[i:i + 1] for v, t in raw.items()}, 0, self.stem)
                 for v in self._stem_out:
